@@ -1,0 +1,41 @@
+"""ament_python package: the ROS node, the ROS-free model core, bag tools and trainer."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'spann3r_ros'
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    packages=find_packages(include=['spann3r_model', 'spann3r_model.*', 'spann3r_ros',
+                                    'spann3r_ros.*']) + ['spann3r_training'],
+    package_dir={'spann3r_training': 'training'},
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
+        ('share/' + PACKAGE, ['package.xml']),
+        ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
+        ('share/' + PACKAGE + '/config', glob('config/*.yaml') + glob('config/*.rviz')),
+        ('share/' + PACKAGE + '/config/training', glob('config/training/*.yaml')),
+    ],
+    install_requires=['setuptools'],
+    zip_safe=True,
+    maintainer='spann3r_ros maintainers',
+    maintainer_email='maintainers@spann3r-ros.dev',
+    description='Live dense 3D reconstruction with Spann3R for ROS 2.',
+    license='Apache-2.0',
+    tests_require=['pytest'],
+    entry_points={
+        'console_scripts': [
+            'spann3r-parity = spann3r_model.cli.parity:main',
+            'spann3r-schema = spann3r_model.cli.schema:main',
+            'spann3r_node = spann3r_ros.node:main',
+            'spann3r-synth = spann3r_ros.synthetic_cli:main',
+            'spann3r-export = spann3r_ros.bag_export:main',
+            'spann3r-eval = spann3r_ros.replay:main',
+            'spann3r-reconstruct = spann3r_ros.reconstruct:main',
+            'spann3r-train = spann3r_training.train:main',
+        ],
+    },
+)

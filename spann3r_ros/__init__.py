@@ -1,0 +1,1 @@
+"""ROS 2 layer over the ROS-free Spann3R core."""
