@@ -1,0 +1,244 @@
+"""Read and write sequences in the ScanNet layout that the official preprocessing produces.
+
+::
+
+    <root>/scans/<scene>/sensor_data/frame-NNNNNN.color.jpg|png   RGB
+    <root>/scans/<scene>/sensor_data/frame-NNNNNN.depth.png       uint16 millimetres, 0 = invalid
+    <root>/scans/<scene>/sensor_data/frame-NNNNNN.pose.txt        4x4 camera-to-world
+    <root>/scans/<scene>/intrinsic/intrinsic_color.txt            4x4, K top-left
+    <root>/scans/<scene>/intrinsic/intrinsic_depth.txt            4x4, K top-left
+
+Exported bags, synthetic scenes and real ScanNet all go through this one reader. Every file is
+written atomically, so a file that exists is complete and an interrupted writer can resume.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import re
+import tempfile
+from typing import Optional
+
+import cv2
+import numpy as np
+
+_FRAME_RE = re.compile(r'^frame-(\d{6})\.color\.(jpg|png)$')
+COLOR_FORMATS = ('jpg', 'png')
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + path.name, suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _encode(ext: str, image: np.ndarray, params: Optional[list[int]] = None) -> bytes:
+    ok, buf = cv2.imencode(ext, image, params or [])
+    if not ok:
+        raise ValueError(f'could not encode a {image.dtype} {image.shape} image as {ext}')
+    return buf.tobytes()
+
+
+def matrix_text(T: np.ndarray) -> bytes:
+    """Format a matrix with full float64 precision (round-trips exactly through ``loadtxt``)."""
+    rows = [' '.join(f'{v:.17g}' for v in row) for row in np.asarray(T, dtype=np.float64)]
+    return ('\n'.join(rows) + '\n').encode()
+
+
+def depth_to_millimetres(depth_m: np.ndarray) -> np.ndarray:
+    """Convert metric depth to ScanNet's uint16 millimetres (invalid and out-of-range -> 0).
+
+    :param depth_m: ``[H, W]`` float depth in metres; NaN, inf and values <= 0 are invalid.
+    :return: ``[H, W]`` uint16.
+    """
+    d = np.asarray(depth_m, dtype=np.float64)
+    mm = np.where(np.isfinite(d) & (d > 0), np.round(d * 1000.0), 0.0)
+    mm[mm > 65535] = 0
+    return mm.astype(np.uint16)
+
+
+class ScanNetWriter:
+    """Write one scene.
+
+    :param scene_dir: ``<root>/scans/<scene>``.
+    :param color_format: ``jpg`` (as ScanNet) or ``png`` (lossless).
+    :param jpeg_quality: JPEG quality when ``color_format`` is ``jpg``.
+    """
+
+    def __init__(self, scene_dir: Path, color_format: str = 'jpg', jpeg_quality: int = 95) -> None:
+        if color_format not in COLOR_FORMATS:
+            raise ValueError(f'color_format must be one of {COLOR_FORMATS}, got {color_format!r}')
+        if not 1 <= jpeg_quality <= 100:
+            raise ValueError(f'jpeg_quality must be in [1, 100], got {jpeg_quality}')
+        self.scene_dir = Path(scene_dir)
+        self.color_format = color_format
+        self.jpeg_quality = jpeg_quality
+        self.sensor_dir = self.scene_dir / 'sensor_data'
+        self.intrinsic_dir = self.scene_dir / 'intrinsic'
+
+    def frame_path(self, index: int, kind: str) -> Path:
+        """Path of ``kind`` (``color``, ``depth``, ``pose``) of frame ``index``."""
+        ext = {'color': self.color_format, 'depth': 'png', 'pose': 'txt'}[kind]
+        return self.sensor_dir / f'frame-{index:06d}.{kind}.{ext}'
+
+    def has_frame(self, index: int) -> bool:
+        """Tell whether all files of frame ``index`` exist (each is written atomically)."""
+        return all(self.frame_path(index, k).exists() for k in ('color', 'depth', 'pose'))
+
+    def write_intrinsics(self, K_color: np.ndarray, K_depth: Optional[np.ndarray] = None) -> None:
+        """Write ``intrinsic_color.txt`` and ``intrinsic_depth.txt`` (4x4, K top-left)."""
+        for name, K in (('color', K_color), ('depth', K_color if K_depth is None else K_depth)):
+            K = np.asarray(K, dtype=np.float64)
+            if K.shape != (3, 3):
+                raise ValueError(f'intrinsics must be [3, 3], got {K.shape}')
+            M = np.eye(4)
+            M[:3, :3] = K
+            atomic_write(self.intrinsic_dir / f'intrinsic_{name}.txt', matrix_text(M))
+
+    def write_frame(self, index: int, rgb: np.ndarray, depth: Optional[np.ndarray],
+                    T_world_cam: Optional[np.ndarray]) -> None:
+        """Write one frame; the pose file goes last so that it marks a complete frame.
+
+        :param index: frame number in the file names.
+        :param rgb: ``[H, W, 3]`` uint8 RGB.
+        :param depth: ``[H, W]`` uint16 millimetres or float metres; None writes an all-zero map.
+        :param T_world_cam: ``[4, 4]`` camera-to-world; None writes NaNs (ScanNet's "no pose").
+        """
+        rgb = np.asarray(rgb)
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f'expected an [H, W, 3] uint8 image, got {rgb.dtype} {rgb.shape}')
+        bgr = np.ascontiguousarray(rgb[..., ::-1])
+        if self.color_format == 'jpg':
+            color = _encode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        else:
+            color = _encode('.png', bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if depth is None:
+            depth_mm = np.zeros(rgb.shape[:2], np.uint16)
+        elif np.asarray(depth).dtype == np.uint16:
+            depth_mm = np.asarray(depth)
+        else:
+            depth_mm = depth_to_millimetres(depth)
+        if depth_mm.ndim != 2:
+            raise ValueError(f'depth must be [H, W], got {depth_mm.shape}')
+        T = np.full((4, 4), np.nan) if T_world_cam is None else np.asarray(T_world_cam)
+        if T.shape != (4, 4):
+            raise ValueError(f'pose must be [4, 4], got {T.shape}')
+        atomic_write(self.frame_path(index, 'color'), color)
+        atomic_write(self.frame_path(index, 'depth'),
+                     _encode('.png', depth_mm, [cv2.IMWRITE_PNG_COMPRESSION, 1]))
+        atomic_write(self.frame_path(index, 'pose'), matrix_text(T))
+
+
+class ScanNetScene:
+    """Read one scene.
+
+    :param scene_dir: the scene folder (holding ``sensor_data/`` and ``intrinsic/``).
+    :raises ValueError: when the folder is not a ScanNet scene or has no frame.
+    """
+
+    def __init__(self, scene_dir: Path) -> None:
+        self.scene_dir = Path(scene_dir)
+        self.sensor_dir = self.scene_dir / 'sensor_data'
+        if not self.sensor_dir.is_dir():
+            raise ValueError(f'{self.scene_dir} is not a ScanNet scene: no sensor_data/ folder')
+        found: dict[int, str] = {}
+        for entry in os.listdir(self.sensor_dir):
+            match = _FRAME_RE.match(entry)
+            # One frame may exist as .jpg and .png (a mirror); count it once, prefer the png.
+            if match and (int(match.group(1)) not in found or match.group(2) == 'png'):
+                found[int(match.group(1))] = entry
+        if not found:
+            raise ValueError(f'{self.sensor_dir} holds no frame-NNNNNN.color.jpg|png file')
+        self.frame_ids = sorted(found)
+        self._color_files = found
+
+    @property
+    def name(self) -> str:
+        """The scene name (its folder name)."""
+        return self.scene_dir.name
+
+    def __len__(self) -> int:
+        return len(self.frame_ids)
+
+    def _intrinsic(self, kind: str) -> np.ndarray:
+        path = self.scene_dir / 'intrinsic' / f'intrinsic_{kind}.txt'
+        if not path.exists():
+            raise ValueError(f'missing intrinsics file {path}')
+        M = np.loadtxt(path)
+        if M.shape not in ((4, 4), (3, 3)):
+            raise ValueError(f'{path} must hold a 4x4 or 3x3 matrix, got {M.shape}')
+        return M[:3, :3]
+
+    @property
+    def K_color(self) -> np.ndarray:
+        """``[3, 3]`` colour intrinsics (float64)."""
+        return self._intrinsic('color')
+
+    @property
+    def K_depth(self) -> np.ndarray:
+        """``[3, 3]`` depth intrinsics (float64)."""
+        return self._intrinsic('depth')
+
+    def color_path(self, frame_id: int) -> Path:
+        """Colour file of ``frame_id``."""
+        return self.sensor_dir / self._color_files[frame_id]
+
+    def color(self, frame_id: int) -> np.ndarray:
+        """``[H, W, 3]`` uint8 RGB of ``frame_id``."""
+        path = self.color_path(frame_id)
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f'cannot decode {path}')
+        return np.ascontiguousarray(bgr[..., ::-1])
+
+    def depth_mm(self, frame_id: int) -> np.ndarray:
+        """``[H, W]`` uint16 depth in millimetres of ``frame_id``."""
+        path = self.sensor_dir / f'frame-{frame_id:06d}.depth.png'
+        depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if depth is None:
+            raise ValueError(f'cannot read depth {path}')
+        if depth.dtype != np.uint16 or depth.ndim != 2:
+            raise ValueError(f'{path} is not a single-channel uint16 PNG')
+        return depth
+
+    def depth(self, frame_id: int) -> np.ndarray:
+        """``[H, W]`` float32 depth in metres (0 = invalid), as the official loader scales it."""
+        return self.depth_mm(frame_id).astype(np.float32) / np.float32(1000.0)
+
+    def pose(self, frame_id: int) -> np.ndarray:
+        """``[4, 4]`` float64 camera-to-world of ``frame_id`` (NaN when unknown)."""
+        path = self.sensor_dir / f'frame-{frame_id:06d}.pose.txt'
+        if not path.exists():
+            raise ValueError(f'missing pose file {path}')
+        T = np.loadtxt(path)
+        if T.shape != (4, 4):
+            raise ValueError(f'{path} must hold a 4x4 matrix, got {T.shape}')
+        return T
+
+
+def find_scenes(path: Path) -> list[Path]:
+    """Scene folders under ``path``: the scene itself, ``<path>/scans/*`` or ``<path>/*``.
+
+    :raises ValueError: when nothing under ``path`` looks like a scene.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f'{path} does not exist')
+    if (path / 'sensor_data').is_dir():
+        return [path]
+    for base in (path / 'scans', path):
+        if base.is_dir():
+            scenes = sorted(p for p in base.iterdir() if (p / 'sensor_data').is_dir())
+            if scenes:
+                return scenes
+    raise ValueError(f'no ScanNet scene (a folder with sensor_data/) under {path}')
