@@ -1,0 +1,288 @@
+"""ROS message <-> NumPy conversions for the node.
+
+Inputs (``Image``, ``CompressedImage``) are validated field by field and decoded to ``[H, W, 3]``
+uint8 RGB; anything malformed raises :class:`ImageRejected` with a short ``reason`` code the node
+counts. Outputs (``PointCloud2``, 32FC1 ``Image``) are built with ``sensor_msgs_py`` and
+``cv_bridge`` when those are importable and with the NumPy code below otherwise; both produce
+byte-identical messages (same fields, flags and native byte order as those libraries use).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Optional
+
+import cv2
+import numpy as np
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from std_msgs.msg import Header
+
+#: Smallest accepted image side; smaller images cannot be cropped to the model meaningfully.
+MIN_SIDE = 8
+
+# encoding -> (channels, dtype, order). 'yuv' encodings are 2 bytes per pixel, packed.
+ENCODINGS: dict[str, tuple[int, str, str]] = {
+    'rgb8': (3, 'u1', 'rgb'), 'bgr8': (3, 'u1', 'bgr'),
+    'rgba8': (4, 'u1', 'rgba'), 'bgra8': (4, 'u1', 'bgra'),
+    'mono8': (1, 'u1', 'mono'), '8UC1': (1, 'u1', 'mono'), '8UC3': (3, 'u1', 'bgr'),
+    'rgb16': (3, 'u2', 'rgb'), 'bgr16': (3, 'u2', 'bgr'),
+    'rgba16': (4, 'u2', 'rgba'), 'bgra16': (4, 'u2', 'bgra'),
+    'mono16': (1, 'u2', 'mono'), '16UC1': (1, 'u2', 'mono'),
+    '32FC1': (1, 'f4', 'mono'),
+    'yuv422': (2, 'u1', 'uyvy'), 'uyvy': (2, 'u1', 'uyvy'),
+    'yuv422_yuy2': (2, 'u1', 'yuyv'), 'yuyv': (2, 'u1', 'yuyv'),
+}
+
+_TO_RGB = {
+    'rgba': cv2.COLOR_RGBA2RGB, 'bgr': cv2.COLOR_BGR2RGB, 'bgra': cv2.COLOR_BGRA2RGB,
+    'mono': cv2.COLOR_GRAY2RGB, 'uyvy': cv2.COLOR_YUV2RGB_UYVY, 'yuyv': cv2.COLOR_YUV2RGB_YUYV,
+}
+
+
+class ImageRejected(ValueError):
+    """A malformed input message.
+
+    :param reason: short machine-readable code (counted in diagnostics).
+    :param message: what exactly is wrong.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _check_size(height: int, width: int, max_pixels: int) -> None:
+    if height == 0 or width == 0:
+        raise ImageRejected('zero_size', f'image has zero size ({width}x{height})')
+    if height * width > max_pixels:
+        raise ImageRejected('too_large', f'image {width}x{height} exceeds max_image_pixels '
+                                         f'({max_pixels})')
+    if min(height, width) < MIN_SIDE:
+        raise ImageRejected('too_small', f'image {width}x{height} is smaller than '
+                                         f'{MIN_SIDE} pixels on a side')
+
+
+def image_to_rgb(msg: Image, max_pixels: int = 16_000_000) -> np.ndarray:
+    """Decode a ``sensor_msgs/Image`` into ``[H, W, 3]`` uint8 RGB.
+
+    Row padding (``step``) and ``is_bigendian`` are honoured; 16-bit images keep their high byte,
+    ``32FC1`` intensities in [0, 1] are scaled to 0..255.
+
+    :param msg: the message.
+    :param max_pixels: larger images are rejected.
+    :return: a new contiguous array.
+    :raises ImageRejected: for any inconsistency between the fields and the data.
+    """
+    height, width = int(msg.height), int(msg.width)
+    _check_size(height, width, max_pixels)
+    try:
+        channels, kind, order = ENCODINGS[msg.encoding]
+    except KeyError:
+        raise ImageRejected('unknown_encoding',
+                            f'unsupported encoding {msg.encoding!r}; use one of '
+                            f'{sorted(ENCODINGS)}') from None
+    itemsize = int(kind[1])
+    row_bytes = width * channels * itemsize
+    if order in ('uyvy', 'yuyv') and width % 2:
+        raise ImageRejected('odd_width', f'{msg.encoding} needs an even width, got {width}')
+    step = int(msg.step)
+    if step < row_bytes:
+        raise ImageRejected('short_step', f'step {step} is smaller than width * pixel size '
+                                          f'({row_bytes}) for {msg.encoding}')
+    data = memoryview(msg.data).cast('B')
+    if len(data) < height * step:
+        raise ImageRejected('short_data', f'data has {len(data)} bytes, height * step needs '
+                                          f'{height * step}')
+    rows = np.frombuffer(data, np.uint8, count=height * step).reshape(height, step)[:, :row_bytes]
+    if itemsize == 1:
+        pixels = rows.reshape(height, width, channels)
+    else:
+        dtype = np.dtype(kind).newbyteorder('>' if msg.is_bigendian else '<')
+        pixels = np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
+        if kind == 'f4':
+            if not np.isfinite(pixels).all():
+                raise ImageRejected('nonfinite', f'{msg.encoding} image contains NaN or inf')
+            pixels = np.rint(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
+        else:
+            pixels = (pixels >> 8).astype(np.uint8)
+    return _to_rgb(np.ascontiguousarray(pixels), order)
+
+
+def _to_rgb(pixels: np.ndarray, order: str) -> np.ndarray:
+    if order == 'rgb':
+        return np.array(pixels, dtype=np.uint8, copy=True)
+    if order == 'mono' and pixels.ndim == 3:
+        pixels = pixels[..., 0]
+    return cv2.cvtColor(pixels, _TO_RGB[order])
+
+
+#: Substrings of ``CompressedImage.format`` that name a codec we decode.
+_CODECS = ('jpeg', 'jpg', 'png')
+
+
+def compressed_to_rgb(msg: CompressedImage, max_pixels: int = 16_000_000) -> np.ndarray:
+    """Decode a JPEG or PNG ``sensor_msgs/CompressedImage`` into ``[H, W, 3]`` uint8 RGB.
+
+    ``format`` follows image_transport (``jpeg``, ``png``, ``rgb8; jpeg compressed bgr8``);
+    an empty format lets the data's own signature decide.
+
+    :param msg: the message.
+    :param max_pixels: larger images are rejected.
+    :return: a new contiguous array.
+    :raises ImageRejected: for an empty, corrupt or unsupported payload.
+    """
+    fmt = msg.format.lower()
+    if fmt and not any(codec in fmt for codec in _CODECS):
+        raise ImageRejected('unsupported_format',
+                            f'compressed format {msg.format!r} is not jpeg or png')
+    data = np.frombuffer(memoryview(msg.data).cast('B'), np.uint8)
+    if data.size == 0:
+        raise ImageRejected('empty_compressed', 'CompressedImage has no data')
+    header_ok = data[:3].tobytes() == b'\xff\xd8\xff' or data[:8].tobytes() == b'\x89PNG\r\n\x1a\n'
+    if not header_ok:
+        raise ImageRejected('corrupt_compressed', 'CompressedImage data is neither JPEG nor PNG')
+    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if decoded is None or decoded.size == 0:
+        raise ImageRejected('corrupt_compressed', f'could not decode {len(data)} bytes of '
+                                                  f'{msg.format or "compressed"} data')
+    _check_size(decoded.shape[0], decoded.shape[1], max_pixels)
+    if decoded.dtype == np.uint16:
+        decoded = (decoded >> 8).astype(np.uint8)
+    if decoded.ndim == 2:
+        return cv2.cvtColor(decoded, cv2.COLOR_GRAY2RGB)
+    order = {3: 'bgr', 4: 'bgra'}.get(decoded.shape[2])
+    if order is None:
+        raise ImageRejected('corrupt_compressed', f'decoded image has {decoded.shape[2]} '
+                                                  'channels')
+    return _to_rgb(decoded, order)
+
+
+# -- outputs -------------------------------------------------------------------------------
+
+#: Field layout of the published clouds: what RViz's PointCloud2 display reads.
+CLOUD_FIELDS = (('x', 0), ('y', 4), ('z', 8), ('rgb', 12), ('confidence', 16))
+CLOUD_POINT_STEP = 20
+_CLOUD_DTYPE = np.dtype({'names': [n for n, _ in CLOUD_FIELDS],
+                         'formats': ['f4'] * len(CLOUD_FIELDS),
+                         'offsets': [o for _, o in CLOUD_FIELDS],
+                         'itemsize': CLOUD_POINT_STEP})
+
+
+def cloud_fields() -> list[PointField]:
+    """Return the ``PointField`` list of the published clouds."""
+    return [PointField(name=n, offset=o, datatype=PointField.FLOAT32, count=1)
+            for n, o in CLOUD_FIELDS]
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """Pack ``[N, 3]`` uint8 colours as RViz expects: uint32 ``0x00RRGGBB`` viewed as float32."""
+    rgb = np.asarray(rgb, dtype=np.uint32)
+    packed = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
+    return packed.astype(np.uint32).view(np.float32)
+
+
+def cloud_array(xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray) -> np.ndarray:
+    """Return the structured ``[N]`` array of the cloud (native byte order)."""
+    n = len(xyz)
+    if len(rgb) != n or len(conf) != n:
+        raise ValueError(f'cloud arrays disagree: {n} points, {len(rgb)} colours, '
+                         f'{len(conf)} confidences')
+    cloud = np.empty(n, dtype=_CLOUD_DTYPE)
+    xyz = np.asarray(xyz, dtype=np.float32)
+    cloud['x'], cloud['y'], cloud['z'] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    cloud['rgb'] = pack_rgb(rgb)
+    cloud['confidence'] = np.asarray(conf, dtype=np.float32)
+    return cloud
+
+
+def _numpy_cloud(header: Header, cloud: np.ndarray) -> PointCloud2:
+    # Same flags as sensor_msgs_py.point_cloud2.create_cloud so both backends agree.
+    msg = PointCloud2(header=header, height=1, width=len(cloud), is_dense=False,
+                      is_bigendian=sys.byteorder != 'little', fields=cloud_fields(),
+                      point_step=CLOUD_POINT_STEP, row_step=CLOUD_POINT_STEP * len(cloud))
+    msg.data = cloud.tobytes()
+    return msg
+
+
+def _numpy_float_image(header: Header, array: np.ndarray) -> Image:
+    # Same fields as cv_bridge.cv2_to_imgmsg(array, '32FC1').
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    msg = Image(header=header, height=array.shape[0], width=array.shape[1], encoding='32FC1',
+                is_bigendian=sys.byteorder != 'little', step=array.shape[1] * 4)
+    msg.data = array.tobytes()
+    return msg
+
+
+def _library_cloud(header: Header, cloud: np.ndarray) -> PointCloud2:
+    from sensor_msgs_py import point_cloud2
+    return point_cloud2.create_cloud(header, cloud_fields(), cloud)
+
+
+def _library_float_image(header: Header, array: np.ndarray) -> Image:
+    from cv_bridge import CvBridge
+    msg = CvBridge().cv2_to_imgmsg(np.ascontiguousarray(array, dtype=np.float32), '32FC1')
+    msg.header = header
+    return msg
+
+
+def _importable(name: str) -> bool:
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
+def available_backends() -> dict[str, dict[str, Callable[..., Any]]]:
+    """Return the output builders that can run here, keyed by backend name.
+
+    ``numpy`` is always present; ``ros`` (sensor_msgs_py + cv_bridge) only where both import.
+    """
+    backends = {'numpy': {'cloud': _numpy_cloud, 'float_image': _numpy_float_image}}
+    if _importable('sensor_msgs_py') and _importable('cv_bridge'):
+        backends['ros'] = {'cloud': _library_cloud, 'float_image': _library_float_image}
+    return backends
+
+
+def default_backend() -> str:
+    """Return the backend the node uses: the ROS libraries where present, else NumPy."""
+    return 'ros' if 'ros' in available_backends() else 'numpy'
+
+
+def cloud_msg(header: Header, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray,
+              backend: Optional[str] = None) -> PointCloud2:
+    """Build a ``PointCloud2`` with fields x, y, z, rgb, confidence (float32 each).
+
+    :param header: stamp and frame of the cloud.
+    :param xyz: ``[N, 3]`` points.
+    :param rgb: ``[N, 3]`` uint8 colours.
+    :param conf: ``[N]`` confidences.
+    :param backend: ``numpy`` or ``ros``; None picks :func:`default_backend`.
+    """
+    builders = available_backends()[backend or default_backend()]
+    return builders['cloud'](header, cloud_array(xyz, rgb, conf))
+
+
+def float_image_msg(header: Header, array: np.ndarray, backend: Optional[str] = None) -> Image:
+    """Build a ``32FC1`` image from a ``[H, W]`` array."""
+    if array.ndim != 2:
+        raise ValueError(f'expected a [H, W] array, got shape {array.shape}')
+    return available_backends()[backend or default_backend()]['float_image'](header, array)
+
+
+def camera_info_msg(header: Header, size: int, focal: float) -> CameraInfo:
+    """Return the pinhole ``CameraInfo`` of the model's ``size x size`` crop.
+
+    The principal point is the image centre ``(size / 2, size / 2)``, where the focal
+    estimate assumes it.
+    """
+    c = size / 2.0
+    return CameraInfo(header=header, height=size, width=size, distortion_model='plumb_bob',
+                      d=[0.0] * 5, k=[focal, 0.0, c, 0.0, focal, c, 0.0, 0.0, 1.0],
+                      r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                      p=[focal, 0.0, c, 0.0, 0.0, focal, c, 0.0, 0.0, 0.0, 1.0, 0.0])
+
+
+def stamp_to_seconds(header: Header) -> float:
+    """Return a header stamp as float seconds."""
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
