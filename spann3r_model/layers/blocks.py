@@ -1,0 +1,89 @@
+"""Pre-norm transformer blocks of the encoder, the decoders and the memory encoder.
+
+The MLP is :class:`timm.layers.Mlp`: its ``fc1 -> GELU -> fc2`` structure and parameter names
+are exactly those of the official checkpoints, so there is no reason to re-implement it. The
+attention layers are our own because timm's have neither 2D RoPE nor the ``projq/projk/projv``
+cross-attention layout.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from timm.layers import Mlp
+import torch
+from torch import nn
+
+from .attention import Attention, CrossAttention
+from .rope import RoPE2D
+
+#: LayerNorm epsilon of every transformer block (the memory's q/k/v norms use torch's 1e-5).
+BLOCK_NORM_EPS = 1e-6
+
+
+class Block(nn.Module):
+    """``x += attn(norm1(x)); x += mlp(norm2(x))``.
+
+    :param dim: token width.
+    :param num_heads: attention heads.
+    :param mlp_ratio: hidden width of the MLP relative to ``dim``.
+    :param rope: rotary embedding, or None for attention without positions.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0,
+                 rope: Optional[RoPE2D] = None, *, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        kw = {'device': device, 'dtype': dtype}
+        self.norm1 = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS, **kw)
+        self.attn = Attention(dim, num_heads, qkv_bias=True, rope=rope, **kw)
+        self.norm2 = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS, **kw)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), **kw)
+
+    def forward(self, x: torch.Tensor, pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Run the block.
+
+        :param x: ``[B, N, C]``.
+        :param pos: ``[B, N, 2]`` patch positions, used only with RoPE.
+        :return: ``[B, N, C]``.
+        """
+        x = x + self.attn(self.norm1(x), pos)
+        return x + self.mlp(self.norm2(x))
+
+
+class DecoderBlock(nn.Module):
+    """Self-attention, cross-attention to the other view (normalised by ``norm_y``), MLP.
+
+    :param dim: token width.
+    :param num_heads: attention heads.
+    :param mlp_ratio: hidden width of the MLP relative to ``dim``.
+    :param rope: rotary embedding used by both attentions.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0,
+                 rope: Optional[RoPE2D] = None, *, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        kw = {'device': device, 'dtype': dtype}
+        self.norm1 = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS, **kw)
+        self.attn = Attention(dim, num_heads, qkv_bias=True, rope=rope, **kw)
+        self.cross_attn = CrossAttention(dim, num_heads, qkv_bias=True, rope=rope, **kw)
+        self.norm2 = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS, **kw)
+        self.norm3 = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS, **kw)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), **kw)
+        self.norm_y = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS, **kw)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, xpos: torch.Tensor, ypos: torch.Tensor
+                ) -> torch.Tensor:
+        """Update the tokens ``x`` of this view given the tokens ``y`` of the other view.
+
+        :param x: ``[B, N, C]`` tokens of this view.
+        :param y: ``[B, M, C]`` tokens of the other view (previous layer).
+        :param xpos: ``[B, N, 2]`` positions of ``x``.
+        :param ypos: ``[B, M, 2]`` positions of ``y``.
+        :return: ``[B, N, C]`` updated ``x``.
+        """
+        x = x + self.attn(self.norm1(x), xpos)
+        y = self.norm_y(y)
+        x = x + self.cross_attn(self.norm2(x), y, y, xpos, ypos)
+        return x + self.mlp(self.norm3(x))
