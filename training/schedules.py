@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import math
 
+from .datasets.sampling import frame_gap
+
+__all__ = ['alpha_at', 'curriculum_ratio', 'frame_gap', 'learning_rate']
+
 
 def alpha_at(epoch: int, epochs: int, alpha_init: float = 0.4, drop: float = 0.2) -> float:
     """Return the confidence weight ``alpha`` used during ``epoch`` (0-based) of ``epochs``.
@@ -38,11 +42,6 @@ def curriculum_ratio(epoch: int, epochs: int) -> float:
     if progress < 0.75:
         return min(1, 2 * epoch / epochs)
     return max(0.5, 1 - (progress - 0.75) / 0.25)
-
-
-def frame_gap(ratio: float, min_gap: int, max_gap: int) -> int:
-    """Return the largest allowed gap between consecutive sampled frames at ``ratio``."""
-    return int(min_gap + ratio * (max_gap - min_gap))
 
 
 def learning_rate(epoch_f: float, *, lr: float, min_lr: float, warmup_epochs: float,
