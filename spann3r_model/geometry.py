@@ -1,0 +1,237 @@
+"""Camera geometry on pointmaps: focal, pose, depth, similarity alignment, frame conventions.
+
+Conventions: pixel ``(u, v)`` has its centre at integer coordinates, ``u`` along the columns.
+Cameras use the OpenCV optical frame (x right, y down, z forward). Poses are ``[4, 4]``
+camera-to-world matrices ``T_world_cam`` (world = the first camera's optical frame for Spann3R
+outputs). The principal point defaults to ``(W / 2, H / 2)`` as in the official demo.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import cv2
+import numpy as np
+
+LOG = logging.getLogger(__name__)
+
+#: Rotation taking optical-frame coordinates (x right, y down, z forward) to REP 103 body
+#: coordinates (x forward, y left, z up).
+R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+
+def _check_pointmap(pts3d: np.ndarray) -> np.ndarray:
+    pts3d = np.asarray(pts3d)
+    if pts3d.ndim != 3 or pts3d.shape[2] != 3:
+        raise ValueError(f'pointmap must be [H, W, 3], got {pts3d.shape}')
+    return pts3d
+
+
+def _principal_point(pp: Optional[tuple[float, float]], width: int, height: int
+                     ) -> tuple[float, float]:
+    return (width / 2.0, height / 2.0) if pp is None else (float(pp[0]), float(pp[1]))
+
+
+def pixel_grid(width: int, height: int) -> np.ndarray:
+    """Return ``[H, W, 2]`` float64 pixel coordinates ``(u, v)``."""
+    u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+    return np.stack([u, v], axis=-1)
+
+
+def intrinsics(focal: float, width: int, height: int,
+               pp: Optional[tuple[float, float]] = None) -> np.ndarray:
+    """Return the ``[3, 3]`` pinhole matrix with square pixels and principal point ``pp``."""
+    cx, cy = _principal_point(pp, width, height)
+    return np.array([[focal, 0.0, cx], [0.0, focal, cy], [0.0, 0.0, 1.0]])
+
+
+def estimate_focal(pts3d: np.ndarray, pp: Optional[tuple[float, float]] = None,
+                   mask: Optional[np.ndarray] = None, iterations: int = 10) -> float:
+    """Estimate the focal length of a camera-frame pointmap (Weiszfeld, as the official demo).
+
+    Minimises ``sum |pixel - pp - f * (x, y) / z|`` over the pixels: a least-squares start
+    followed by iteratively re-weighted least squares with weights ``1 / residual``.
+
+    :param pts3d: ``[H, W, 3]`` points in the camera's own frame.
+    :param pp: principal point ``(cx, cy)``; defaults to ``(W / 2, H / 2)``.
+    :param mask: optional ``[H, W]`` bool, pixels to use.
+    :param iterations: re-weighting iterations (the official code uses 10).
+    :return: focal length in pixels.
+    :raises ValueError: for a malformed pointmap or when no pixel is usable.
+    """
+    pts3d = _check_pointmap(pts3d).astype(np.float64)
+    height, width = pts3d.shape[:2]
+    cx, cy = _principal_point(pp, width, height)
+    pixels = (pixel_grid(width, height) - (cx, cy)).reshape(-1, 2)
+    points = pts3d.reshape(-1, 3)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        xy_over_z = points[:, :2] / points[:, 2:3]
+    # Points on the z = 0 plane carry no focal information; the official code zeroes them too.
+    xy_over_z = np.nan_to_num(xy_over_z, nan=0.0, posinf=0.0, neginf=0.0)
+    keep = np.isfinite(points).all(axis=1)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (height, width):
+            raise ValueError(f'mask must be [{height}, {width}], got {mask.shape}')
+        keep &= mask.reshape(-1)
+    pixels, xy_over_z = pixels[keep], xy_over_z[keep]
+    dot_xy_px = (xy_over_z * pixels).sum(axis=1)
+    dot_xy_xy = (xy_over_z * xy_over_z).sum(axis=1)
+    if not len(pixels) or dot_xy_xy.sum() <= 0:
+        raise ValueError('no usable points to estimate the focal length')
+    focal = dot_xy_px.mean() / dot_xy_xy.mean()
+    for _ in range(iterations):
+        residual = np.linalg.norm(pixels - focal * xy_over_z, axis=1)
+        weight = 1.0 / np.maximum(residual, 1e-8)
+        focal = (weight * dot_xy_px).mean() / (weight * dot_xy_xy).mean()
+    return float(focal)
+
+
+def estimate_pose_pnp(pts3d: np.ndarray, focal: float, mask: Optional[np.ndarray] = None,
+                      pp: Optional[tuple[float, float]] = None, *,
+                      reprojection_error: float = 8.0, iterations: int = 100,
+                      max_points: Optional[int] = None, min_points: int = 6,
+                      seed: int = 0) -> Optional[np.ndarray]:
+    """Camera-to-world pose of a world-frame pointmap by PnP-RANSAC against the pixel grid.
+
+    The official demo solves ``cv2.solvePnPRansac`` between every pixel's predicted world point
+    and its pixel coordinate with ``K(focal, pp)``; this does the same on the masked pixels
+    (for example the confident ones).
+
+    :param pts3d: ``[H, W, 3]`` points in the world frame.
+    :param focal: focal length in pixels.
+    :param mask: optional ``[H, W]`` bool, pixels to use.
+    :param pp: principal point; defaults to ``(W / 2, H / 2)``.
+    :param reprojection_error: RANSAC inlier threshold in pixels (OpenCV's default).
+    :param iterations: RANSAC iterations.
+    :param max_points: optional cap on correspondences (a random subset is used).
+    :param min_points: fewer usable pixels than this give None.
+    :param seed: seed of that subset.
+    :return: ``[4, 4]`` ``T_world_cam``, or None when PnP fails.
+    :raises ValueError: for a malformed pointmap, mask or focal.
+    """
+    pts3d = _check_pointmap(pts3d)
+    height, width = pts3d.shape[:2]
+    if not np.isfinite(focal) or focal <= 0:
+        raise ValueError(f'focal must be positive and finite, got {focal}')
+    keep = np.isfinite(pts3d).all(axis=2)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (height, width):
+            raise ValueError(f'mask must be [{height}, {width}], got {mask.shape}')
+        keep &= mask
+    object_points = pts3d[keep].astype(np.float64)
+    image_points = pixel_grid(width, height)[keep]
+    if max_points is not None and len(object_points) > max_points:
+        pick = np.random.default_rng(seed).choice(len(object_points), max_points, replace=False)
+        object_points, image_points = object_points[pick], image_points[pick]
+    if len(object_points) < min_points:
+        return None
+    K = intrinsics(focal, width, height, pp)
+    try:
+        ok, rvec, tvec, inliers = cv2.solvePnPRansac(
+            object_points, image_points, K, np.zeros(4), iterationsCount=iterations,
+            reprojectionError=reprojection_error)
+    except cv2.error as err:
+        LOG.debug('solvePnPRansac failed: %s', err)
+        return None
+    if not ok or inliers is None or len(inliers) < min_points:
+        return None
+    T_cam_world = np.eye(4)
+    T_cam_world[:3, :3] = cv2.Rodrigues(rvec)[0]
+    T_cam_world[:3, 3] = tvec.reshape(3)
+    return invert_pose(T_cam_world)
+
+
+def invert_pose(T: np.ndarray) -> np.ndarray:
+    """Invert a rigid ``[4, 4]`` transform (uses ``R^T``, not a general inverse)."""
+    T = np.asarray(T, dtype=np.float64)
+    if T.shape != (4, 4):
+        raise ValueError(f'pose must be [4, 4], got {T.shape}')
+    out = np.eye(4)
+    out[:3, :3] = T[:3, :3].T
+    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
+    return out
+
+
+def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a ``[4, 4]`` transform to ``[..., 3]`` points."""
+    T = np.asarray(T, dtype=np.float64)
+    points = np.asarray(points)
+    return points @ T[:3, :3].T + T[:3, 3]
+
+
+def depth_from_pointmap(pts3d: np.ndarray, T_world_cam: np.ndarray) -> np.ndarray:
+    """Depth (z in the camera frame) of each pixel of a world-frame pointmap.
+
+    :param pts3d: ``[H, W, 3]`` points in the world frame.
+    :param T_world_cam: ``[4, 4]`` camera-to-world pose of the pointmap's camera.
+    :return: ``[H, W]`` float32 depth (NaN where the point is not finite).
+    """
+    pts3d = _check_pointmap(pts3d)
+    T_cam_world = invert_pose(T_world_cam)
+    # Only the z row is needed: z = r3 . p + t3.
+    depth = pts3d.astype(np.float64) @ T_cam_world[2, :3] + T_cam_world[2, 3]
+    return depth.astype(np.float32)
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True
+            ) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares similarity ``dst ~ s * R @ src + t`` (Umeyama 1991).
+
+    :param src: ``[N, 3]`` source points.
+    :param dst: ``[N, 3]`` corresponding target points.
+    :param with_scale: estimate ``s``; otherwise ``s = 1`` (rigid alignment).
+    :return: ``(s, R [3, 3], t [3])``; ``R`` is a proper rotation (no reflection).
+    :raises ValueError: for mismatched shapes, fewer than 3 points or degenerate input.
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    if src.ndim != 2 or src.shape[1] != 3 or src.shape != dst.shape:
+        raise ValueError(f'src and dst must both be [N, 3], got {src.shape} and {dst.shape}')
+    if len(src) < 3:
+        raise ValueError(f'need at least 3 correspondences, got {len(src)}')
+    mu_src, mu_dst = src.mean(axis=0), dst.mean(axis=0)
+    src_c, dst_c = src - mu_src, dst - mu_dst
+    var_src = (src_c ** 2).sum() / len(src)
+    if var_src <= 0:
+        raise ValueError('source points are all identical')
+    cov = dst_c.T @ src_c / len(src)
+    U, D, Vt = np.linalg.svd(cov)
+    S = np.eye(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        S[2, 2] = -1.0
+    R = U @ S @ Vt
+    scale = float(np.trace(np.diag(D) @ S) / var_src) if with_scale else 1.0
+    t = mu_dst - scale * R @ mu_src
+    return scale, R, t
+
+
+def sim3_matrix(scale: float, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Return the ``[4, 4]`` matrix of ``x -> scale * R @ x + t``."""
+    out = np.eye(4)
+    out[:3, :3] = scale * np.asarray(R)
+    out[:3, 3] = t
+    return out
+
+
+def optical_to_rep103_points(points: np.ndarray) -> np.ndarray:
+    """Express ``[..., 3]`` points of an optical-frame world in REP 103 axes (x fwd, z up)."""
+    return np.asarray(points) @ R_BODY_OPTICAL.T
+
+
+def optical_to_rep103_pose(T_world_cam: np.ndarray) -> np.ndarray:
+    """Re-express a camera pose in a REP 103 world whose origin is the first camera.
+
+    The world axes change (first camera's optical frame -> x forward, y left, z up); the camera
+    frame stays optical, as ROS ``*_optical_frame`` TF frames are.
+
+    :param T_world_cam: ``[4, 4]`` pose in the optical-frame world.
+    :return: ``[4, 4]`` pose in the REP 103 world.
+    """
+    T = np.asarray(T_world_cam, dtype=np.float64)
+    out = np.eye(4)
+    out[:3, :3] = R_BODY_OPTICAL @ T[:3, :3]
+    out[:3, 3] = R_BODY_OPTICAL @ T[:3, 3]
+    return out
