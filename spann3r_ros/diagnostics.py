@@ -1,0 +1,96 @@
+"""Counters of the node and their ``/diagnostics`` message."""
+
+from __future__ import annotations
+
+from collections import Counter
+import threading
+import time
+from typing import Any, Optional
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+import numpy as np
+
+
+class NodeStats:
+    """Thread-safe counters of received, rejected, skipped and published frames."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.received = 0
+        self.paused = 0
+        self.skipped = 0
+        self.rejected: Counter[str] = Counter()
+        self._last_warn: dict[str, float] = {}
+        self._rate_marks: dict[str, tuple[float, int]] = {}
+
+    def count(self, what: str) -> None:
+        """Add one to ``received``, ``paused`` or ``skipped``."""
+        with self._lock:
+            setattr(self, what, getattr(self, what) + 1)
+
+    def reject(self, reason: str, throttle_s: float = 5.0) -> bool:
+        """Count a rejected frame; return True when a warning is due for this reason."""
+        now = time.monotonic()
+        with self._lock:
+            self.rejected[reason] += 1
+            last = self._last_warn.get(reason)
+            if last is None or now - last >= throttle_s:
+                self._last_warn[reason] = now
+                return True
+            return False
+
+    def rate(self, name: str, count: int) -> float:
+        """Return the rate of a monotonically growing ``count`` since the previous call."""
+        now = time.monotonic()
+        with self._lock:
+            t0, c0 = self._rate_marks.get(name, (now, count))
+            self._rate_marks[name] = (now, count)
+        return (count - c0) / (now - t0) if now > t0 else 0.0
+
+
+def _ms(values: Any, q: float) -> str:
+    arr = np.asarray(list(values), dtype=np.float64)
+    return f'{1000.0 * np.percentile(arr, q):.1f}' if arr.size else 'n/a'
+
+
+def diagnostics_msg(stamp: Any, *, node_name: str, device: str, stats: NodeStats,
+                    worker: Any, paused: bool, map_points: int,
+                    error: Optional[BaseException]) -> DiagnosticArray:
+    """Build the ``DiagnosticArray`` with rates, latency, drops, memory and device."""
+    level, message = DiagnosticStatus.OK, 'reconstructing'
+    if paused:
+        level, message = DiagnosticStatus.WARN, 'paused'
+    if sum(stats.rejected.values()):
+        level, message = DiagnosticStatus.WARN, 'malformed input frames were dropped'
+    if error is not None or not worker.alive:
+        level, message = DiagnosticStatus.ERROR, f'worker failed: {error!r}'
+    memory = worker.last_memory
+    values = {
+        'device': device,
+        'input_rate_hz': f'{stats.rate("in", stats.received):.2f}',
+        'processed_rate_hz': f'{stats.rate("proc", worker.processed):.2f}',
+        'output_rate_hz': f'{stats.rate("out", worker.published):.2f}',
+        'latency_p50_ms': _ms(worker.latencies, 50),
+        'latency_p95_ms': _ms(worker.latencies, 95),
+        'model_time_p50_ms': _ms(worker.model_times, 50),
+        'frames_received': str(stats.received),
+        'frames_processed': str(worker.processed),
+        'frames_published': str(worker.published),
+        'dropped_queue': str(worker.queue.dropped),
+        'dropped_malformed': str(sum(stats.rejected.values())),
+        'skipped_keyframing': str(stats.skipped),
+        'skipped_paused': str(stats.paused),
+        'nonfinite_outputs': str(worker.nonfinite_outputs),
+        'memory_tokens': str(memory.tokens),
+        'memory_working_frames': str(memory.working_frames),
+        'segment': str(worker.segment),
+        'map_points': str(map_points),
+        'paused': str(paused).lower(),
+    }
+    values.update({f'malformed_{k}': str(v) for k, v in sorted(stats.rejected.items())})
+    status = DiagnosticStatus(level=level, name=f'{node_name}: reconstruction', message=message,
+                              hardware_id=device,
+                              values=[KeyValue(key=k, value=v) for k, v in values.items()])
+    msg = DiagnosticArray(status=[status])
+    msg.header.stamp = stamp
+    return msg

@@ -1,0 +1,285 @@
+"""The inference worker: one thread owns the streaming session, the map and the trajectory.
+
+ROS-free on purpose: the node feeds :class:`LatestFrameQueue` from its callbacks and receives
+:class:`Output` objects through a callback; everything that touches the model happens here, under
+one lock, so ``reset``/``save`` requests from service threads never race a running step.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+import logging
+import threading
+import time
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from spann3r_model.results import FrameResult, MemoryStats
+
+from .frame_queue import Frame, LatestFrameQueue
+from .frames import points_world_to_map, pose_world_to_map
+from .node_config import NodeConfig
+from .segments import correspondences, fit_segment, Sim3
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class Output:
+    """One frame's result, ready to publish (all geometry in the map frame).
+
+    :param frame: the input frame (camera, stamp, original header).
+    :param index: frame index in the reconstruction.
+    :param points_map: ``[H, W, 3]`` float32 points in the map frame (REP 103).
+    :param conf: ``[H, W]`` float32 confidence.
+    :param rgb: ``[H, W, 3]`` uint8 colours of the points.
+    :param mask: ``[H, W]`` bool, finite points at or above ``min_confidence``.
+    :param T_map_cam: ``[4, 4]`` pose of the camera optical frame in the map, when estimated.
+    :param depth: ``[H, W]`` float32 depth along the optical axis, when the pose is known.
+    :param focal: focal length of the model crop in pixels, when estimated.
+    :param provisional: True for the head-2 estimate.
+    :param segment: memory segment number.
+    :param memory: memory bookkeeping after the step.
+    :param model_time: seconds spent in the session step.
+    """
+
+    frame: Frame
+    index: int
+    points_map: np.ndarray
+    conf: np.ndarray
+    rgb: np.ndarray
+    mask: np.ndarray
+    T_map_cam: Optional[np.ndarray]
+    depth: Optional[np.ndarray]
+    focal: Optional[float]
+    provisional: bool
+    segment: int
+    memory: MemoryStats
+    model_time: float
+
+
+class ReconstructionWorker:
+    """Consume frames, run the session, integrate the map and hand outputs to ``publish``.
+
+    :param session: a :class:`spann3r_model.session.StreamingSession` (owned from now on).
+    :param voxel_map: the global map (points in the map frame).
+    :param config: node settings (min_confidence and segment settings are read live).
+    :param publish: called from the worker thread with every :class:`Output`.
+    :param logger: where warnings go.
+    """
+
+    def __init__(self, session: Any, voxel_map: Any, config: NodeConfig,
+                 publish: Callable[[Output], None],
+                 logger: Optional[logging.Logger] = None) -> None:
+        self.session = session
+        self.voxel_map = voxel_map
+        self.config = config
+        self.publish = publish
+        self.log = logger or _LOG
+        self.queue = LatestFrameQueue()
+        self.lock = threading.RLock()
+        self.trajectory: list[tuple[float, np.ndarray]] = []
+        self.segment = 0
+        self.segment_to_world = Sim3()
+        self.processed = 0
+        self.published = 0
+        self.nonfinite_outputs = 0
+        self.model_times: deque[float] = deque(maxlen=200)
+        self.latencies: deque[float] = deque(maxlen=200)
+        self.last_memory = MemoryStats()
+        self.error: Optional[BaseException] = None
+        self._pending: dict[int, Frame] = {}
+        self._step_count = 0
+        self._skip_below = 0
+        self._segment_frames = 0
+        # Recent refined frames of this segment: (frame, points_world [H,W,3], conf [H,W]).
+        self._recent: deque[tuple[Frame, np.ndarray, np.ndarray]] = deque(
+            maxlen=config.segment_overlap)
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    # -- thread control ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the worker thread."""
+        self._thread = threading.Thread(target=self._run, name='spann3r-worker', daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread after the current step."""
+        self._stop.set()
+        self.queue.close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """True while the worker thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            frame = self.queue.get(timeout=0.2)
+            if frame is None:
+                continue
+            try:
+                self.process(frame)
+            except Exception as exc:  # keep the node alive; report through diagnostics
+                self.error = exc
+                self.log.error(f'frame at stamp {frame.stamp:.3f} failed: {exc!r}')
+
+    # -- public operations (thread-safe) ----------------------------------------------------
+    def reset(self) -> None:
+        """Start a new reconstruction: clear memory, map, trajectory and pending frames."""
+        with self.lock:
+            self.queue.clear()
+            self.session.reset()
+            self.voxel_map.clear()
+            self.trajectory.clear()
+            self._pending.clear()
+            self._recent.clear()
+            self._step_count = self._skip_below = self._segment_frames = 0
+            self.segment = 0
+            self.segment_to_world = Sim3()
+            self.last_memory = MemoryStats()
+
+    def map_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return a consistent copy of the map ``(xyz [M, 3], rgb [M, 3], conf [M])``."""
+        with self.lock:
+            xyz, rgb, conf = self.voxel_map.arrays()
+            return np.array(xyz, np.float32), np.array(rgb, np.uint8), np.array(conf, np.float32)
+
+    def trajectory_copy(self) -> list[tuple[float, np.ndarray]]:
+        """Return the published trajectory as ``[(stamp, T_map_cam [4, 4])]``."""
+        with self.lock:
+            return [(s, T.copy()) for s, T in self.trajectory]
+
+    # -- the step ---------------------------------------------------------------------------
+    def process(self, frame: Frame) -> None:
+        """Run one frame through the session and publish what became available."""
+        with self.lock:
+            self._pending[self._step_count] = frame
+            self._step_count += 1
+            t0 = time.monotonic()
+            out = self.session.step(frame.rgb, frame.stamp)
+            model_time = time.monotonic() - t0
+            self.model_times.append(model_time)
+            self.processed += 1
+            self.last_memory = out.memory
+            refined, provisional = out.refined, out.provisional
+            if refined is not None and refined.index >= self._skip_below:
+                self._integrate(refined)
+            shown = provisional if self.config.provisional else refined
+            if shown is None or shown.index < self._skip_below:
+                return
+            output = self._make_output(shown, out.memory, model_time)
+            if refined is not None:
+                for index in [i for i in self._pending if i < refined.index]:
+                    del self._pending[index]
+            if output is None:
+                return
+            if output.T_map_cam is not None:
+                self.trajectory.append((output.frame.stamp, output.T_map_cam))
+            self._segment_frames += 1
+        self.publish(output)
+        self.published += 1
+        self.latencies.append(time.monotonic() - frame.received)
+        if refined is not None and self._segment_due(refined):
+            self.restart_segment()
+
+    def _world(self, result: FrameResult) -> np.ndarray:
+        return self.segment_to_world.apply_points(result.pts3d)
+
+    def _integrate(self, refined: FrameResult) -> None:
+        points_world = self._world(refined)
+        conf = np.asarray(refined.conf, np.float32)
+        frame = self._pending.get(refined.index)
+        if frame is not None:
+            self._recent.append((frame, points_world, conf))
+        mask = (conf >= self.config.min_confidence) & np.isfinite(points_world).all(-1)
+        if mask.any():
+            self.voxel_map.integrate(points_world_to_map(points_world[mask]),
+                                     np.asarray(refined.rgb)[mask], conf[mask])
+
+    def _make_output(self, result: FrameResult, memory: MemoryStats,
+                     model_time: float) -> Optional[Output]:
+        frame = self._pending.get(result.index)
+        if frame is None or frame.stamp != result.stamp:
+            frame = next((f for f in self._pending.values() if f.stamp == result.stamp), None)
+        if frame is None:
+            self.log.warning(f'no input frame for result index {result.index}; dropped')
+            return None
+        points_world = self._world(result)
+        finite = np.isfinite(points_world).all(-1)
+        if not finite.any():
+            self.nonfinite_outputs += 1
+            return None
+        conf = np.asarray(result.conf, np.float32)
+        T_map_cam = depth = None
+        if result.T_world_cam is not None:
+            T_world_cam = self.segment_to_world.apply_pose(np.asarray(result.T_world_cam))
+            T_map_cam = pose_world_to_map(T_world_cam)
+            depth = _depth(points_world, T_world_cam)
+        return Output(frame=frame, index=result.index, points_map=points_world_to_map(
+                          points_world), conf=conf, rgb=np.asarray(result.rgb, np.uint8),
+                      mask=finite & (conf >= self.config.min_confidence), T_map_cam=T_map_cam,
+                      depth=depth, focal=result.focal, provisional=result.provisional,
+                      segment=self.segment, memory=memory, model_time=model_time)
+
+    # -- segments ---------------------------------------------------------------------------
+    def _segment_due(self, refined: FrameResult) -> bool:
+        cfg = self.config
+        if self._segment_frames <= cfg.segment_overlap:
+            return False
+        if cfg.segment_max_frames and self._segment_frames >= cfg.segment_max_frames:
+            return True
+        if cfg.segment_min_confidence:
+            return float(np.mean(refined.conf)) < cfg.segment_min_confidence
+        return False
+
+    def restart_segment(self) -> bool:
+        """Start a new memory segment aligned to the current one through shared frames.
+
+        :return: True when the new segment was aligned; False when there were too few shared
+            frames or correspondences (then the current segment simply continues).
+        """
+        with self.lock:
+            shared = list(self._recent)
+            if len(shared) < 2:
+                return False
+            self.session.reset()
+            self._pending.clear()
+            new_points: dict[int, FrameResult] = {}
+            for i, (frame, _, _) in enumerate(shared):
+                self._pending[i] = frame
+                refined = self.session.step(frame.rgb, frame.stamp).refined
+                if refined is not None:
+                    new_points[refined.index] = refined
+            used = [i for i in range(len(shared)) if i in new_points]
+            src, dst = correspondences([shared[i][1] for i in used], [shared[i][2] for i in used],
+                                       [new_points[i].pts3d for i in used],
+                                       [new_points[i].conf for i in used],
+                                       self.config.min_confidence)
+            sim3 = fit_segment(src, dst)
+            self._step_count = len(shared)
+            # Results of the re-run frames were published by the previous segment already.
+            self._skip_below = len(shared)
+            self._segment_frames = 0
+            self._recent.clear()
+            self.segment += 1
+            if sim3 is None:
+                self.log.warning(f'segment {self.segment}: only {len(src)} shared points; '
+                                 'the new segment is not aligned to the previous one')
+                return False
+            self.segment_to_world = sim3
+            self.log.info(f'segment {self.segment}: aligned through {len(used)} shared frames, '
+                          f'{len(src)} points, scale {sim3.scale:.4f}')
+            return True
+
+
+def _depth(points_world: np.ndarray, T_world_cam: np.ndarray) -> np.ndarray:
+    """Depth ``[H, W]`` of world points along the camera's optical axis."""
+    from spann3r_model.geometry import depth_from_pointmap
+
+    return np.asarray(depth_from_pointmap(points_world, T_world_cam), np.float32)
