@@ -1,0 +1,30 @@
+"""Optional int8 dynamic quantisation of the linear layers for CPU inference.
+
+Weights of every ``nn.Linear`` are stored as int8 (per-tensor affine) and activations are
+quantised on the fly; convolutions, LayerNorms and the DPT heads stay in float32. On the parity
+fixture this moves pointmaps by about 1e-2 (see the model tests for the measured bound).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+
+
+def quantize_linear_int8(model: nn.Module) -> nn.Module:
+    """Return a CPU copy of ``model`` whose ``nn.Linear`` layers are dynamically quantised.
+
+    :param model: a float model (left unchanged).
+    :return: the quantised copy, in eval mode.
+    """
+    qcopy = copy.deepcopy(model).to('cpu').float().eval()
+    # torch marks eager-mode quantisation as deprecated in favour of torchao, which is not a
+    # dependency of this project; the API still works and is what we test.
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        warnings.simplefilter('ignore', UserWarning)
+        from torch.ao.quantization import quantize_dynamic
+        return quantize_dynamic(qcopy, {nn.Linear}, dtype=torch.qint8, inplace=True)
