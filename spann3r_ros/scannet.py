@@ -105,25 +105,34 @@ class ScanNetWriter:
             M[:3, :3] = K
             atomic_write(self.intrinsic_dir / f'intrinsic_{name}.txt', matrix_text(M))
 
-    def write_frame(self, index: int, rgb: np.ndarray, depth: Optional[np.ndarray],
-                    T_world_cam: Optional[np.ndarray]) -> None:
+    def write_frame(self, index: int, rgb: Optional[np.ndarray], depth: Optional[np.ndarray],
+                    T_world_cam: Optional[np.ndarray], color_bytes: Optional[bytes] = None,
+                    image_size: Optional[tuple[int, int]] = None) -> None:
         """Write one frame; the pose file goes last so that it marks a complete frame.
 
         :param index: frame number in the file names.
-        :param rgb: ``[H, W, 3]`` uint8 RGB.
+        :param rgb: ``[H, W, 3]`` uint8 RGB (None when ``color_bytes`` is given).
+        :param color_bytes: an already encoded image in ``color_format`` (stored unchanged).
+        :param image_size: ``(H, W)`` for the empty depth map when ``rgb`` is None.
         :param depth: ``[H, W]`` uint16 millimetres or float metres; None writes an all-zero map.
         :param T_world_cam: ``[4, 4]`` camera-to-world; None writes NaNs (ScanNet's "no pose").
         """
-        rgb = np.asarray(rgb)
-        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise ValueError(f'expected an [H, W, 3] uint8 image, got {rgb.dtype} {rgb.shape}')
-        bgr = np.ascontiguousarray(rgb[..., ::-1])
-        if self.color_format == 'jpg':
-            color = _encode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        if color_bytes is not None:
+            color = color_bytes
         else:
-            color = _encode('.png', bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+            rgb = np.asarray(rgb)
+            if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+                raise ValueError(f'expected an [H, W, 3] uint8 image, got {rgb.dtype} {rgb.shape}')
+            image_size = rgb.shape[:2]
+            bgr = np.ascontiguousarray(rgb[..., ::-1])
+            if self.color_format == 'jpg':
+                color = _encode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+            else:
+                color = _encode('.png', bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         if depth is None:
-            depth_mm = np.zeros(rgb.shape[:2], np.uint16)
+            if image_size is None:
+                raise ValueError('image_size is needed to write an empty depth map')
+            depth_mm = np.zeros(image_size, np.uint16)
         elif np.asarray(depth).dtype == np.uint16:
             depth_mm = np.asarray(depth)
         else:
