@@ -172,10 +172,13 @@ def _torch_load(path: Path) -> Any:
         with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
             return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
-        # The restricted unpickler names the global it refused; that is the useful part.
-        first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-        raise CheckpointError(f'{path}: refused to unpickle (only tensors, builtins and '
-                              f'argparse.Namespace are allowed): {first}') from None
+        # Keep only the line naming what was refused: torch's generic advice around it is to
+        # retry with weights_only=False, which is exactly what must not happen here.
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        reason = next((line for line in lines if 'GLOBAL' in line or 'Unsupported' in line),
+                      lines[-1] if lines else repr(err))
+        raise CheckpointError(f'{path}: refused to unpickle (only tensors, plain Python data '
+                              f'and argparse.Namespace are allowed): {reason}') from None
     except Exception as err:  # zip, EOF and storage errors of truncated or corrupt files
         raise CheckpointError(f'{path}: cannot read checkpoint ({type(err).__name__}: '
                               f'{str(err)[:200]})') from None
