@@ -53,9 +53,8 @@ class VoxelMap:
     def clear(self) -> None:
         """Remove every point."""
         self._keys = np.empty(0, dtype=np.int64)
-        self._weight = np.empty(0, dtype=np.float64)
-        self._xyz_sum = np.empty((0, 3), dtype=np.float64)
-        self._rgb_sum = np.empty((0, 3), dtype=np.float64)
+        # Per voxel: weight, then the weighted sums of x, y, z and of r, g, b.
+        self._sums = np.empty((0, 7), dtype=np.float64)
 
     def __len__(self) -> int:
         """Return the number of occupied voxels."""
@@ -90,40 +89,38 @@ class VoxelMap:
         keys = _pack(cells[valid])
         uniq, inverse = np.unique(keys, return_inverse=True)
         # Per-voxel sums of this frame, then one merge into the sorted map arrays.
-        frame_weight = np.bincount(inverse, weights=weight, minlength=len(uniq))
-        frame_xyz = np.stack([np.bincount(inverse, weights=weight * points[valid, i],
-                                          minlength=len(uniq)) for i in range(3)], axis=1)
-        rgb = colors[valid].astype(np.float64)
-        frame_rgb = np.stack([np.bincount(inverse, weights=weight * rgb[:, i],
-                                          minlength=len(uniq)) for i in range(3)], axis=1)
+        values = np.empty((len(weight), 7), dtype=np.float64)
+        values[:, 0] = weight
+        values[:, 1:4] = points[valid] * weight[:, None]
+        values[:, 4:7] = colors[valid] * weight[:, None]
+        frame = np.stack([np.bincount(inverse, weights=values[:, i], minlength=len(uniq))
+                          for i in range(7)], axis=1)
         pos = np.searchsorted(self._keys, uniq)
         found = pos < len(self._keys)
         found[found] = self._keys[pos[found]] == uniq[found]
-        self._weight[pos[found]] += frame_weight[found]
-        self._xyz_sum[pos[found]] += frame_xyz[found]
-        self._rgb_sum[pos[found]] += frame_rgb[found]
+        self._sums[pos[found]] += frame[found]
         new = ~found
         if new.any():
-            at = pos[new]
-            self._keys = np.insert(self._keys, at, uniq[new])
-            self._weight = np.insert(self._weight, at, frame_weight[new])
-            self._xyz_sum = np.insert(self._xyz_sum, at, frame_xyz[new], axis=0)
-            self._rgb_sum = np.insert(self._rgb_sum, at, frame_rgb[new], axis=0)
-        self._enforce_cap()
+            self._merge_new(pos[new], uniq[new], frame[new])
         return int(valid.sum())
 
-    def _enforce_cap(self) -> None:
-        excess = len(self) - self.max_points
-        if excess <= 0:
-            return
-        drop = np.argpartition(self._weight, excess - 1)[:excess]
-        keep = np.ones(len(self), dtype=bool)
-        keep[drop] = False
-        self._keys = self._keys[keep]
-        self._weight = self._weight[keep]
-        self._xyz_sum = self._xyz_sum[keep]
-        self._rgb_sum = self._rgb_sum[keep]
-        LOG.debug('voxel map full: evicted %d lowest-weight voxels', excess)
+    def _merge_new(self, at: np.ndarray, keys: np.ndarray, sums: np.ndarray) -> None:
+        # Ordered insert of sorted new keys before positions ``at``, and the cap, in one copy.
+        total = len(self._keys) + len(keys)
+        is_new = np.zeros(total, dtype=bool)
+        is_new[at + np.arange(len(keys))] = True
+        merged_keys = np.empty(total, dtype=np.int64)
+        merged_sums = np.empty((total, 7), dtype=np.float64)
+        merged_keys[is_new], merged_keys[~is_new] = keys, self._keys
+        merged_sums[is_new], merged_sums[~is_new] = sums, self._sums
+        excess = total - self.max_points
+        if excess > 0:
+            drop = np.argpartition(merged_sums[:, 0], excess - 1)[:excess]
+            keep = np.ones(total, dtype=bool)
+            keep[drop] = False
+            merged_keys, merged_sums = merged_keys[keep], merged_sums[keep]
+            LOG.debug('voxel map full: evicted %d lowest-weight voxels', excess)
+        self._keys, self._sums = merged_keys, merged_sums
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return the fused points.
@@ -131,10 +128,10 @@ class VoxelMap:
         :return: ``(xyz [M, 3] float32, rgb [M, 3] uint8, conf [M] float32)``: weighted mean
             position and colour of each voxel and its accumulated confidence weight.
         """
-        weight = self._weight[:, None]
-        xyz = (self._xyz_sum / weight).astype(np.float32)
-        rgb = np.clip(np.rint(self._rgb_sum / weight), 0, 255).astype(np.uint8)
-        return xyz, rgb, self._weight.astype(np.float32)
+        weight = self._sums[:, :1]
+        xyz = (self._sums[:, 1:4] / weight).astype(np.float32)
+        rgb = np.clip(np.rint(self._sums[:, 4:7] / weight), 0, 255).astype(np.uint8)
+        return xyz, rgb, self._sums[:, 0].astype(np.float32)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Return the complete state as NumPy arrays (for ``np.savez`` or safetensors)."""
@@ -142,8 +139,8 @@ class VoxelMap:
             'version': np.array(_STATE_VERSION, dtype=np.int64),
             'voxel_size': np.array(self.voxel_size, dtype=np.float64),
             'max_points': np.array(self.max_points, dtype=np.int64),
-            'keys': self._keys.copy(), 'weight': self._weight.copy(),
-            'xyz_sum': self._xyz_sum.copy(), 'rgb_sum': self._rgb_sum.copy(),
+            'keys': self._keys.copy(), 'weight': self._sums[:, 0].copy(),
+            'xyz_sum': self._sums[:, 1:4].copy(), 'rgb_sum': self._sums[:, 4:7].copy(),
         }
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -177,4 +174,5 @@ class VoxelMap:
             raise ValueError(f'voxel map state holds {m} voxels, more than its cap {max_points}')
         VoxelMap(voxel_size, max_points)  # validates both
         self.voxel_size, self.max_points = voxel_size, max_points
-        self._keys, self._weight, self._xyz_sum, self._rgb_sum = keys, weight, xyz_sum, rgb_sum
+        self._keys = keys
+        self._sums = np.concatenate([weight[:, None], xyz_sum, rgb_sum], axis=1)
