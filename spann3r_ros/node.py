@@ -370,24 +370,28 @@ def _pose_stamped(header: Header, T: np.ndarray) -> PoseStamped:
 def main(args: Optional[list[str]] = None) -> int:
     """Run the node until Ctrl-C or an external shutdown; exit code 0, or 1 on a setup error."""
     rclpy.init(args=args)
+    node: Optional[Spann3rNode] = None
+    executor: Optional[MultiThreadedExecutor] = None
+    code = 0
     try:
         node = Spann3rNode()
-    except (ValueError, OSError) as exc:
-        rclpy.logging.get_logger('spann3r_node').fatal(f'cannot start: {exc}')
-        rclpy.try_shutdown()
-        return 1
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        pass  # Ctrl-C, also while still starting up, is a normal way to stop
+    except (ValueError, OSError) as exc:
+        rclpy.logging.get_logger('spann3r_node').fatal(f'cannot start: {exc}')
+        code = 1
     finally:
-        node.shutdown()
-        executor.shutdown()
-        node.destroy_node()
+        if node is not None:
+            node.shutdown()
+        if executor is not None:
+            executor.shutdown()
+        if node is not None:
+            node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return code
 
 
 if __name__ == '__main__':
