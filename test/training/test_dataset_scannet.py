@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.datasets.sampling import sample_frame_window
 from training.datasets.frames import crop_frame, depth_to_world_points, Frame
+from training.datasets.sampling import sample_frame_window
 from training.datasets.scannet import ScanNetLayout
 
 

@@ -1,0 +1,118 @@
+"""The training loop: the loss falls, resume is exact, a killed run resumes, exports load."""
+
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from spann3r_model.checkpoint import load_model
+from training.config import TrainConfig
+from training.losses import spann3r_loss
+from training.state import load_training_state
+from training.train import split_views, Trainer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _config(root, out, **optim):
+    data = {
+        'run': {'output_dir': str(out), 'seed': 3, 'device': 'cpu'},
+        'model': {'preset': 'tiny', 'memory_dropout': 0.15},
+        'data': {'train': [{'type': 'scannet', 'samples': 6,
+                            'args': {'root': str(root), 'min_gap': 1, 'max_gap': 3}}],
+                 'num_frames': 3, 'image_size': 32, 'batch_size': 2, 'num_workers': 0},
+        'optim': {'epochs': 3, 'lr': 2e-4, 'warmup_epochs': 0.5, **optim},
+        'log': {'every': 1, 'checkpoint_every': 1, 'tensorboard': False, 'progress': False},
+    }
+    return data
+
+
+def _run(data):
+    Trainer(TrainConfig.from_dict(data)).fit()
+
+
+def test_resume_is_bit_exact(scannet_root, tmp_path):
+    straight = _config(scannet_root, tmp_path / 'a', max_steps=4)
+    _run(straight)
+    split = _config(scannet_root, tmp_path / 'b', max_steps=2)
+    _run(split)
+    first = load_training_state(tmp_path / 'b' / 'checkpoint-last.pt')
+    assert first['global_step'] == 2 and first['step_in_epoch'] == 2
+    split['optim']['max_steps'] = 4
+    _run(split)  # resume: auto picks up b/checkpoint-last.pt; crosses into epoch 1
+    a = load_training_state(tmp_path / 'a' / 'checkpoint-last.pt')
+    b = load_training_state(tmp_path / 'b' / 'checkpoint-last.pt')
+    assert a['global_step'] == b['global_step'] == 4 and a['epoch'] == b['epoch'] == 1
+    assert not torch.equal(a['model']['value_out.weight'], first['model']['value_out.weight'])
+    for key, value in a['model'].items():
+        assert torch.equal(value, b['model'][key]), key
+    for sa, sb in zip(a['optimizer']['state'].values(), b['optimizer']['state'].values()):
+        assert torch.equal(sa['exp_avg'], sb['exp_avg'])
+    assert torch.equal(a['rng']['torch'], b['rng']['torch'])
+    # Exported weights load through the model's own loader, with the architecture recorded.
+    for name in ('model.safetensors', 'spann3r.pth'):
+        model, cfg = load_model(tmp_path / 'a' / name)
+        assert cfg.enc_embed_dim == 192
+        assert torch.equal(model.state_dict()['value_out.weight'],
+                           a['model']['value_out.weight'])
+    saved = yaml.safe_load((tmp_path / 'a' / 'config.yaml').read_text())
+    assert saved['optim']['max_steps'] == 4 and saved['model']['preset'] == 'tiny'
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint(scannet_root, tmp_path):
+    data = _config(scannet_root, tmp_path / 'killed', epochs=50)
+    cfg_path = tmp_path / 'killed.yaml'
+    cfg_path.write_text(yaml.safe_dump(data))
+    env = {**os.environ, 'PYTHONPATH': str(REPO)}
+    proc = subprocess.Popen([sys.executable, '-m', 'training.train', str(cfg_path)], cwd=REPO,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / 'killed' / 'checkpoint-last.pt'
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            if last.is_file() and load_training_state(last)['global_step'] >= 2:
+                break
+            assert proc.poll() is None, 'the training process died on its own'
+            time.sleep(0.2)
+        else:
+            pytest.fail('no checkpoint after 240 s')
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    step = load_training_state(last)['global_step']
+    data['optim']['max_steps'] = step + 1
+    _run(data)
+    resumed = load_training_state(last)
+    assert resumed['global_step'] == step + 1
+    reference = _config(scannet_root, tmp_path / 'ref', epochs=50, max_steps=step + 1)
+    _run(reference)
+    ref = load_training_state(tmp_path / 'ref' / 'checkpoint-last.pt')
+    for key, value in ref['model'].items():
+        assert torch.equal(value, resumed['model'][key]), key
+
+
+@pytest.mark.slow
+def test_training_loss_falls(scannet_root, tmp_path):
+    data = _config(scannet_root, tmp_path / 'fall', max_steps=12, epochs=4)
+    data['model']['memory_dropout'] = 0.0
+    data['data']['train'][0]['args']['color_jitter'] = False
+    trainer = Trainer(TrainConfig.from_dict(data))
+    batch = torch.utils.data.default_collate([trainer.train_set[i] for i in range(4)])
+    imgs, views = split_views(batch, torch.device('cpu'))
+
+    def loss_now():
+        with torch.no_grad():
+            return float(spann3r_loss(views, trainer.forward(imgs), 0.4).total)
+
+    before = loss_now()
+    trainer.fit()
+    after = loss_now()
+    assert after < before - 0.3, (before, after)
