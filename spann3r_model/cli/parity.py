@@ -178,80 +178,98 @@ def _compare_step(expected: dict, stats: Any, tokens_at_read: Optional[int],
     return problems
 
 
-def run_parity(fixture: Path, atol: float = 1e-4, rtol: float = 0.0,
-               precision: str = 'fp32', image_size: int = 224) -> ParityReport:
-    """Run a fixture through preprocessing and :class:`StreamingSession` and compare.
+@dataclass
+class Simulation:
+    """Our side of a parity run.
+
+    :param results: one refined result per frame (the last from ``flush()``).
+    :param stats: per step the memory statistics after the write.
+    :param tokens_at_read: per step the memory size when it was read (None at step 0).
+    :param contents: per step the (frame, patch) of every memory slot after the write.
+    """
+
+    results: list[Any] = field(default_factory=list)
+    stats: list[Any] = field(default_factory=list)
+    tokens_at_read: list[Optional[int]] = field(default_factory=list)
+    contents: list[list[tuple[int, int]]] = field(default_factory=list)
+
+
+def simulate(fixture: Path, precision: str = 'fp32', image_size: int = 224) -> Simulation:
+    """Run a fixture's inputs through preprocessing and one :class:`StreamingSession`.
 
     :param fixture: fixture directory (layout in the module docstring).
-    :param atol: absolute tolerance on pointmaps and confidences.
-    :param rtol: relative tolerance (``|d| <= atol + rtol * |official|``).
     :param precision: engine precision (``fp32``; ``int8`` to measure quantisation error).
     :param image_size: model resolution the inputs are preprocessed to.
-    :return: the comparison.
+    :return: our outputs and memory bookkeeping.
     """
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from spann3r_model.checkpoint import load_into
     from spann3r_model.config import EngineConfig
-    from spann3r_model.preprocess import preprocess
     from spann3r_model.session import StreamingSession
     from spann3r_model.spann3r import Spann3R
 
     fixture = Path(fixture)
-    config = json.loads((fixture / 'config.json').read_text())
-    summary = json.loads((fixture / 'run_summary.json').read_text())
-    model_cfg, memory_cfg = configs_from_fixture(config)
+    model_cfg, memory_cfg = configs_from_fixture(json.loads((fixture / 'config.json').read_text()))
     model = Spann3R(model_cfg)
     load_into(model, load_file(str(fixture / 'weights.safetensors')), 'weights.safetensors')
     engine = EngineConfig(device='cpu', precision=precision, image_size=image_size)
     session = StreamingSession(model, memory_cfg, engine, provisional=False,
                                estimate_pose=False)
-
-    trace_path = fixture / 'trace.safetensors'
-    trace_keys: set[str] = set()
-    if trace_path.exists():
-        with safe_open(str(trace_path), 'pt') as handle:
-            trace_keys = set(handle.keys())
-
-    def expected_provenance(step: int) -> Optional[set]:
-        key = f'step{step:02d}.mem_provenance_after'
-        if key not in trace_keys:
-            return None
-        with safe_open(str(trace_path), 'pt') as handle:
-            return {tuple(r) for r in handle.get_tensor(key).tolist()}
-
-    results = []
-    report = ParityReport(atol=atol, rtol=rtol)
-    steps = {s['step']: s for s in summary.get('steps', [])}
+    sim = Simulation()
     tokens_at_read = None
     for index, path in enumerate(list_inputs(fixture)):
-        rgb = read_rgb(path)
-        preprocess(rgb, size=image_size)  # fail early on an unusable image
-        out = session.step(rgb, stamp=float(index))
+        out = session.step(read_rgb(path), stamp=float(index))
         if out.refined is None:
             continue
-        results.append(out.refined)
-        step = index - 1
         mem = session.memory
-        origin = mem.origin[0, :mem.num_tokens]
-        frames = Counter(origin[:, 0].tolist())
-        provenance = {tuple(r) for r in origin.tolist()}
-        if step in steps:
-            report.bookkeeping.append(_compare_step(
-                steps[step], out.memory, tokens_at_read, frames, provenance,
-                expected_provenance(step)))
+        sim.results.append(out.refined)
+        sim.stats.append(out.memory)
+        sim.tokens_at_read.append(tokens_at_read)
+        sim.contents.append([tuple(r) for r in mem.origin[0, :mem.num_tokens].tolist()])
         tokens_at_read = mem.num_tokens
-    last = session.flush()
-    results.append(last)
-    if len(steps) != len(report.bookkeeping):
+    sim.results.append(session.flush())
+    return sim
+
+
+def compare(fixture: Path, sim: Simulation, atol: float = 1e-4, rtol: float = 0.0
+            ) -> ParityReport:
+    """Compare a :class:`Simulation` with a fixture's official outputs and bookkeeping.
+
+    :param fixture: fixture directory.
+    :param sim: our run of its inputs.
+    :param atol: absolute tolerance on pointmaps and confidences.
+    :param rtol: relative tolerance (``|d| <= atol + rtol * |official|``).
+    :return: the comparison.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    fixture = Path(fixture)
+    summary = json.loads((fixture / 'run_summary.json').read_text())
+    steps = {s['step']: s for s in summary.get('steps', [])}
+    trace: dict[str, Any] = {}
+    if (fixture / 'trace.safetensors').exists():
+        trace = load_file(str(fixture / 'trace.safetensors'))
+    report = ParityReport(atol=atol, rtol=rtol)
+    for step, stats in enumerate(sim.stats):
+        if step not in steps:
+            report.bookkeeping.append([f'run_summary has no step {step}'])
+            continue
+        key = f'step{step:02d}.mem_provenance_after'
+        official = ({tuple(r) for r in trace[key].tolist()} if key in trace else None)
+        contents = sim.contents[step]
+        report.bookkeeping.append(_compare_step(
+            steps[step], stats, sim.tokens_at_read[step], Counter(f for f, _ in contents),
+            set(contents), official))
+    if len(steps) > len(sim.stats):
         report.bookkeeping.append([f'run_summary has {len(steps)} steps, we ran '
-                                   f'{len(report.bookkeeping)}'])
+                                   f'{len(sim.stats)}'])
 
     expected = load_file(str(fixture / 'outputs.safetensors'))
     with safe_open(str(fixture / 'outputs.safetensors'), 'pt') as handle:
         sub = int((handle.metadata() or {}).get('subsample', 1))
-    for j, res in enumerate(results):
+    for j, res in enumerate(sim.results):
         errs, ok = [], True
         for name, ours in (('pts3d', res.pts3d), ('conf', res.conf)):
             key = f'pred{j:02d}.{name}'
@@ -266,10 +284,16 @@ def run_parity(fixture: Path, atol: float = 1e-4, rtol: float = 0.0,
             ok &= bool(np.all(diff <= atol + rtol * np.abs(theirs)))
         report.frame_errors.append((errs[0], errs[1]))
         report.frame_ok.append(ok)
-    extra = sorted(k for k in expected if int(k[4:6]) >= len(results))
+    extra = sorted(k for k in expected if int(k[4:6]) >= len(sim.results))
     if extra:
         report.bookkeeping.append([f'official outputs for more frames: {extra[:4]}'])
     return report
+
+
+def run_parity(fixture: Path, atol: float = 1e-4, rtol: float = 0.0,
+               precision: str = 'fp32', image_size: int = 224) -> ParityReport:
+    """Simulate a fixture and compare (see :func:`simulate` and :func:`compare`)."""
+    return compare(fixture, simulate(fixture, precision, image_size), atol, rtol)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
