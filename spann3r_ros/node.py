@@ -120,9 +120,17 @@ class Spann3rNode(Node):
             worker.segment = int(extra.get('segment', 0))
             worker.segment_to_world = Sim3.from_list(extra.get('segment_to_world',
                                                                Sim3().to_list()))
-            # New frames continue the saved indices so outputs stay unique.
+            # New frames continue the saved indices; the last saved frame's refined result
+            # arrives with the first new frame and is published then.
             worker._step_count = int(extra.get('step_count', 0))
             worker._skip_below = worker._step_count
+            prev = state['session_meta'].get('prev')
+            if prev is not None:
+                stamp = float(prev['stamp'])
+                header = Header(stamp=_time_msg(stamp), frame_id=self.config.camera_frame)
+                worker._pending[int(prev['index'])] = Frame(camera=0, stamp=stamp, rgb=None,
+                                                            header=header)
+                worker._skip_below = int(prev['index'])
         self._map_dirty = True
         self.get_logger().info(f'resumed {directory}: {len(state["trajectory"])} poses, '
                                f'{len(worker.voxel_map)} map points')

@@ -256,6 +256,10 @@ class ReconstructionWorker:
                 refined = self.session.step(frame.rgb, frame.stamp).refined
                 if refined is not None:
                     new_points[refined.index] = refined
+            # The last shared frame's own estimate (head 2) without advancing the session.
+            last = self.session.flush()
+            if last is not None:
+                new_points.setdefault(last.index, last)
             used = [i for i in range(len(shared)) if i in new_points]
             src, dst = correspondences([shared[i][1] for i in used], [shared[i][2] for i in used],
                                        [new_points[i].pts3d for i in used],

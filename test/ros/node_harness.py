@@ -70,6 +70,7 @@ class Harness:
         self.probe = rclpy.create_node('probe')
         self.lock = threading.Lock()
         self.received: dict[str, list] = defaultdict(list)
+        self._clients: dict = {}
         for topic, msg_type in OUTPUTS.items():
             durability = (DurabilityPolicy.TRANSIENT_LOCAL if topic == 'map'
                           else DurabilityPolicy.VOLATILE)
@@ -107,11 +108,13 @@ class Harness:
         raise AssertionError(f'timed out after {timeout}s waiting for {what}')
 
     def call(self, srv_type, name: str, request, timeout: float = 30.0):
-        client = self.probe.create_client(srv_type, name)
+        # Clients are kept: destroying one while the executor waits on it races in rclpy.
+        client = self._clients.get(name)
+        if client is None:
+            client = self._clients[name] = self.probe.create_client(srv_type, name)
         assert client.wait_for_service(timeout_sec=10), name
         future = client.call_async(request)
         self.wait_for(future.done, timeout, f'service {name}')
-        self.probe.destroy_client(client)
         return future.result()
 
     def stream(self, frames, rate_hz: float, start_stamp: float = 100.0) -> list[float]:
@@ -138,7 +141,8 @@ class Harness:
 
     def close(self) -> None:
         self.node.shutdown()
-        self.executor.shutdown()
+        self.executor.shutdown(timeout_sec=5)
         self.thread.join(5)
-        self.probe.destroy_node()
-        self.node.destroy_node()
+        for node in (self.probe, self.node):
+            self.executor.remove_node(node)
+            node.destroy_node()
