@@ -77,7 +77,10 @@ class Trainer:
         self.forward = TrainingForward(self.model, config.model.memory_dropout)
         if self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == 'cuda' else None
-            self.forward = DistributedDataParallel(self.forward, device_ids=ids)
+            # Some parameters get no gradient from a sequence (e.g. the query head of the last
+            # frame), as in the official training.
+            self.forward = DistributedDataParallel(self.forward, device_ids=ids,
+                                                   find_unused_parameters=True)
         o = config.optim
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, o.weight_decay),
                                            lr=o.lr, betas=tuple(o.betas))
