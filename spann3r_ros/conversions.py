@@ -181,17 +181,32 @@ def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     return packed.astype(np.uint32).view(np.float32)
 
 
-def cloud_array(xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray) -> np.ndarray:
-    """Return the structured ``[N]`` array of the cloud (native byte order)."""
+def cloud_array(xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray,
+                mask: Optional[np.ndarray] = None) -> np.ndarray:
+    """Return the structured ``[N]`` array of the cloud (native byte order).
+
+    :param xyz: ``[..., 3]`` points (any leading shape, e.g. ``[H, W, 3]``).
+    :param rgb: ``[..., 3]`` uint8 colours, same leading shape.
+    :param conf: ``[...]`` confidences, same leading shape.
+    :param mask: optional ``[...]`` bool; only these points are kept.
+    """
+    xyz = np.asarray(xyz, dtype=np.float32).reshape(-1, 3)
+    rgb = np.asarray(rgb).reshape(-1, 3)
+    conf = np.asarray(conf, dtype=np.float32).reshape(-1)
     n = len(xyz)
     if len(rgb) != n or len(conf) != n:
         raise ValueError(f'cloud arrays disagree: {n} points, {len(rgb)} colours, '
                          f'{len(conf)} confidences')
     cloud = np.empty(n, dtype=_CLOUD_DTYPE)
-    xyz = np.asarray(xyz, dtype=np.float32)
     cloud['x'], cloud['y'], cloud['z'] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
     cloud['rgb'] = pack_rgb(rgb)
-    cloud['confidence'] = np.asarray(conf, dtype=np.float32)
+    cloud['confidence'] = conf
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool).reshape(-1)
+        if len(mask) != n:
+            raise ValueError(f'mask has {len(mask)} entries for {n} points')
+        # One row selection of 20-byte records is far cheaper than masking each input.
+        cloud = cloud[mask]
     return cloud
 
 
@@ -250,17 +265,18 @@ def default_backend() -> str:
 
 
 def cloud_msg(header: Header, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray,
-              backend: Optional[str] = None) -> PointCloud2:
+              backend: Optional[str] = None, mask: Optional[np.ndarray] = None) -> PointCloud2:
     """Build a ``PointCloud2`` with fields x, y, z, rgb, confidence (float32 each).
 
     :param header: stamp and frame of the cloud.
-    :param xyz: ``[N, 3]`` points.
+    :param xyz: ``[N, 3]`` (or ``[H, W, 3]``) points.
     :param rgb: ``[N, 3]`` uint8 colours.
     :param conf: ``[N]`` confidences.
     :param backend: ``numpy`` or ``ros``; None picks :func:`default_backend`.
+    :param mask: optional bool mask over the points; only these are published.
     """
     builders = available_backends()[backend or default_backend()]
-    return builders['cloud'](header, cloud_array(xyz, rgb, conf))
+    return builders['cloud'](header, cloud_array(xyz, rgb, conf, mask))
 
 
 def float_image_msg(header: Header, array: np.ndarray, backend: Optional[str] = None) -> Image:

@@ -232,9 +232,8 @@ class Spann3rNode(Node):
         self._last_stamp = stamp
         map_header = Header(stamp=stamp, frame_id=cfg.map_frame)
         cam_header = Header(stamp=stamp, frame_id=cfg.camera_frame_for(out.frame.camera))
-        m = out.mask
-        self.pub_points.publish(cloud_msg(map_header, out.points_map[m], out.rgb[m],
-                                          out.conf[m]))
+        self.pub_points.publish(cloud_msg(map_header, out.points_map, out.rgb, out.conf,
+                                          mask=out.mask))
         self.pub_conf.publish(float_image_msg(cam_header, out.conf))
         if out.depth is not None:
             self.pub_depth.publish(float_image_msg(cam_header, out.depth))

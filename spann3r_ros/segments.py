@@ -31,8 +31,14 @@ class Sim3:
 
     def apply_points(self, points: np.ndarray) -> np.ndarray:
         """Transform ``[..., 3]`` points; returns float32."""
+        if self.is_identity():
+            return np.asarray(points, dtype=np.float32)
         pts = np.asarray(points, dtype=np.float64)
         return (self.scale * pts @ self.R.T + self.t).astype(np.float32)
+
+    def is_identity(self) -> bool:
+        """Return True for the transform of the first segment (nothing to apply)."""
+        return self.scale == 1.0 and not self.t.any() and np.array_equal(self.R, np.eye(3))
 
     def apply_pose(self, T_seg_cam: np.ndarray) -> np.ndarray:
         """Return the ``[4, 4]`` rigid camera pose in the world frame.

@@ -201,3 +201,15 @@ def test_camera_info_of_the_crop():
 def test_cloud_array_length_mismatch_is_an_error():
     with pytest.raises(ValueError, match='disagree'):
         conv.cloud_array(np.zeros((3, 3)), np.zeros((2, 3), np.uint8), np.zeros(3))
+
+
+def test_cloud_mask_keeps_the_selected_pixels_in_order():
+    xyz = RNG.normal(size=(4, 5, 3)).astype(np.float32)
+    rgb = RNG.integers(0, 256, size=(4, 5, 3), dtype=np.uint8)
+    conf = RNG.uniform(1, 3, size=(4, 5)).astype(np.float32)
+    mask = conf > 2
+    masked = conv.cloud_msg(_header(), xyz, rgb, conf, backend='numpy', mask=mask)
+    direct = conv.cloud_msg(_header(), xyz[mask], rgb[mask], conf[mask], backend='numpy')
+    assert masked == direct and masked.width == int(mask.sum())
+    with pytest.raises(ValueError, match='mask'):
+        conv.cloud_array(xyz, rgb, conf, mask=np.ones(3, bool))
