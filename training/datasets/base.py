@@ -72,11 +72,18 @@ class SequenceDataset(Dataset):
         """Read one frame of ``scene`` from disk."""
         raise NotImplementedError
 
-    def pick_frames(self, scene: str, rng: np.random.Generator) -> list[str]:
-        """Choose the frame ids of one training sequence (curriculum window by default)."""
+    def pick_frames(self, scene: str, rng: np.random.Generator, index: int) -> list[str]:
+        """Choose the frame ids of one training sequence (curriculum window by default).
+
+        :param index: the sample index (layouts with pre-rendered sequences use it).
+        """
         frames = self.scene_frames(scene)
         gap = frame_gap(self.ratio, self.min_gap, self.max_gap)
         return [frames[i] for i in sample_frame_window(len(frames), self.num_frames, gap, rng)]
+
+    def accept_sequence(self, frames: list[Frame], cropped_depths: list[np.ndarray]) -> bool:
+        """Return False to draw another sequence (e.g. an implausible depth range)."""
+        return True
 
     # -- shared machinery -----------------------------------------------------------------
     def _require_scenes(self) -> None:
@@ -104,18 +111,22 @@ class SequenceDataset(Dataset):
         scene_index = index // self.sequences_per_scene
         for attempt in range(MAX_ATTEMPTS):
             scene = self.scenes[scene_index]
-            sample = self._try_sequence(scene, rng)
+            sample = self._try_sequence(scene, rng, index)
             if sample is not None:
                 return sample
             LOG.debug('%s: scene %s gave a frame without valid depth (attempt %d)',
                       self.name, scene, attempt)
             scene_index = int(rng.integers(0, len(self.scenes)))
-        raise ValueError(f'{self.name}: {MAX_ATTEMPTS} sequences in a row had a frame without '
-                         'valid depth; check the depth maps')
+        raise ValueError(f'{self.name}: {MAX_ATTEMPTS} sequences in a row were rejected (a '
+                         'frame without valid depth or an implausible depth range); check the '
+                         'data')
 
-    def _try_sequence(self, scene: str, rng: np.random.Generator
+    def _try_sequence(self, scene: str, rng: np.random.Generator, index: int
                       ) -> dict[str, torch.Tensor] | None:
-        frame_ids = self.pick_frames(scene, rng)
+        frame_ids = self.pick_frames(scene, rng, index)
+        if not frame_ids:
+            return None
+        frames, depths = [], []
         out: dict[str, list] = {k: [] for k in ('img', 'pts3d', 'valid_mask', 'camera_pose',
                                                 'camera_intrinsics', 'rgb')}
         for frame_id in frame_ids:
@@ -123,6 +134,8 @@ class SequenceDataset(Dataset):
             if not np.isfinite(frame.T_world_cam).all():
                 return None
             cropped = crop_frame(frame, self.image_size)
+            frames.append(frame)
+            depths.append(cropped.depth)
             pts, valid = depth_to_world_points(cropped.depth, cropped.K, frame.T_world_cam)
             if not valid.any():
                 return None
@@ -134,4 +147,6 @@ class SequenceDataset(Dataset):
                 np.asarray(frame.T_world_cam, dtype=np.float32)))
             out['camera_intrinsics'].append(torch.from_numpy(cropped.K))
             out['rgb'].append(torch.from_numpy(cropped.rgb))
+        if not self.accept_sequence(frames, depths):
+            return None
         return {k: torch.stack(v) for k, v in out.items()}

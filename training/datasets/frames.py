@@ -8,7 +8,7 @@ then a centred ``S x S`` crop. The geometry is expressed as a :class:`CropBox` o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -28,6 +28,7 @@ class Frame:
     :param K: ``[3, 3]`` intrinsics of ``rgb`` / ``depth`` (OpenCV convention).
     :param T_world_cam: ``[4, 4]`` camera-to-world pose (OpenCV axes: x right, y down, z fwd).
     :param name: identifier for error messages.
+    :param meta: layout-specific values (e.g. Co3D's ``maximum_depth``).
     """
 
     rgb: np.ndarray
@@ -35,6 +36,7 @@ class Frame:
     K: np.ndarray
     T_world_cam: np.ndarray
     name: str = ''
+    meta: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -5,13 +5,23 @@ from __future__ import annotations
 import inspect
 from typing import Any, Mapping, Sequence
 
+from .arkitscenes import ARKitScenesLayout
 from .base import SequenceDataset
+from .blendedmvs import BlendedMVSLayout
+from .co3d import Co3dLayout
+from .habitat import HabitatLayout
 from .mixture import MixedDataset
 from .scannet import ScanNetLayout
+from .scannetpp import ScanNetppLayout
 
 #: Layout readers by config name.
 DATASETS: dict[str, type[SequenceDataset]] = {
     'scannet': ScanNetLayout,
+    'scannetpp': ScanNetppLayout,
+    'arkitscenes': ARKitScenesLayout,
+    'co3d': Co3dLayout,
+    'blendedmvs': BlendedMVSLayout,
+    'habitat': HabitatLayout,
 }
 
 
