@@ -155,8 +155,10 @@ class SpatialMemory:
             return None
         b, p, c = key.shape
         wm = self.keys[:, self.n - self.wm * p:self.n].reshape(b, self.wm, p, c)
-        corr = torch.einsum('bpc,btpc->btp', F.normalize(key, dim=-1), F.normalize(wm, dim=-1))
-        return float(corr.mean(dim=-1).max())
+        with torch.no_grad():
+            corr = torch.einsum('bpc,btpc->btp', F.normalize(key, dim=-1),
+                                F.normalize(wm, dim=-1))
+            return float(corr.mean(dim=-1).max())
 
     def write(self, key: torch.Tensor, value: torch.Tensor, frame: int = -1) -> WriteReport:
         """Store a frame's keys and values following the official rules.
@@ -195,10 +197,12 @@ class SpatialMemory:
             _LOG.debug('memory pruned: %d -> %d tokens', before, self.n)
         return WriteReport(stored=True, similarity=sim, pruned=pruned)
 
-    def _allocate(self, key: torch.Tensor) -> None:
+    def _allocate(self, key: torch.Tensor, functional: Optional[bool] = None) -> None:
         b, _, c = key.shape
-        self._functional = key.requires_grad or torch.is_grad_enabled() and any(
-            p.requires_grad for p in self.norm_k.parameters())
+        if functional is None:
+            functional = key.requires_grad or torch.is_grad_enabled() and any(
+                p.requires_grad for p in self.norm_k.parameters())
+        self._functional = functional
         cap = 0 if self._functional else self.capacity
         dt = key.dtype if key.dtype in (torch.float32, torch.float64) else torch.float32
         kw = {'device': key.device, 'dtype': dt}
@@ -299,11 +303,12 @@ class SpatialMemory:
         if keys.ndim != 3 or keys.shape[1] != n or n > self.capacity:
             raise ValueError(f'memory state holds {tuple(keys.shape)} keys for {n} tokens; '
                              f'capacity is {self.capacity}')
-        self._allocate(keys.to(device=device, dtype=dtype))
         for name in self._buffers():
-            t = state[name]
-            if t.shape[:2] != keys.shape[:2]:
-                raise ValueError(f'memory state {name!r} has shape {tuple(t.shape)}, expected '
-                                 f'{tuple(keys.shape[:2])} leading dims')
-            getattr(self, name)[:, :n] = t.to(device)
+            if state[name].shape[:2] != keys.shape[:2]:
+                raise ValueError(f'memory state {name!r} has shape {tuple(state[name].shape)}, '
+                                 f'expected leading dims {tuple(keys.shape[:2])}')
+        self._allocate(keys.to(device=device, dtype=dtype), functional=False)
+        with torch.no_grad():
+            for name in self._buffers():
+                getattr(self, name)[:, :n] = state[name].to(device)
         self.n, self.wm, self.lm = n, wm, lm
