@@ -263,10 +263,10 @@ def estimate_normals(points: np.ndarray, knn: int = NORMAL_KNN,
 
 
 def _nn_scores(tree: cKDTree, query: np.ndarray, tree_normals: np.ndarray,
-               query_normals: np.ndarray) -> tuple[float, float, float, float]:
+               query_normals: np.ndarray) -> tuple[np.ndarray, float, float, float, float]:
     dist, idx = tree.query(query, k=1)
     cos = np.abs(np.sum(tree_normals[idx] * query_normals, axis=-1))
-    return (float(np.mean(dist)), float(np.median(dist)), float(np.mean(cos)),
+    return (dist, float(np.mean(dist)), float(np.median(dist)), float(np.mean(cos)),
             float(np.median(cos)))
 
 
@@ -305,11 +305,14 @@ class ReconstructionMetrics:
         return out
 
 
-def reconstruction_metrics(pred: np.ndarray, gt: np.ndarray) -> ReconstructionMetrics:
+def reconstruction_metrics(pred: np.ndarray, gt: np.ndarray, distances: Optional[dict] = None
+                           ) -> ReconstructionMetrics:
     """Acc, Comp and normal consistency of two aligned clouds (official definitions).
 
     :param pred: ``[N, 3]`` predicted points.
     :param gt: ``[M, 3]`` ground-truth points.
+    :param distances: if given, receives the per-point ``acc`` ``[N]`` and ``comp`` ``[M]``
+        nearest-neighbour distances.
     :return: the metrics; Acc looks up ``pred`` in ``gt``, Comp ``gt`` in ``pred``.
     """
     pred = np.asarray(pred, dtype=np.float64)
@@ -317,8 +320,10 @@ def reconstruction_metrics(pred: np.ndarray, gt: np.ndarray) -> ReconstructionMe
     gt_tree, pred_tree = cKDTree(gt), cKDTree(pred)
     n_gt = estimate_normals(gt, tree=gt_tree)
     n_pred = estimate_normals(pred, tree=pred_tree)
-    acc, acc_med, nc1, nc1_med = _nn_scores(gt_tree, pred, n_gt, n_pred)
-    comp, comp_med, nc2, nc2_med = _nn_scores(pred_tree, gt, n_pred, n_gt)
+    acc_dist, acc, acc_med, nc1, nc1_med = _nn_scores(gt_tree, pred, n_gt, n_pred)
+    comp_dist, comp, comp_med, nc2, nc2_med = _nn_scores(pred_tree, gt, n_pred, n_gt)
+    if distances is not None:
+        distances.update(acc=acc_dist, comp=comp_dist)
     return ReconstructionMetrics(acc, acc_med, comp, comp_med, nc1, nc1_med, nc2, nc2_med)
 
 
@@ -331,6 +336,7 @@ class CloudEvaluation:
     metrics: ReconstructionMetrics
     pred_points: np.ndarray
     gt_points: np.ndarray
+    distances: dict
 
     def to_dict(self) -> dict:
         """JSON-ready summary (no point arrays)."""
@@ -353,7 +359,8 @@ def evaluate_pointmaps(pred_cam0: np.ndarray, gt_cam0: np.ndarray, valid: np.nda
     :param valid: ``[N, H, W]`` ground-truth valid mask.
     :param T_world_cam0: ``[4, 4]`` ground-truth pose of camera 0.
     :param use_icp: run the ICP refinement (the official protocol does).
-    :return: alignment, ICP, metrics and the final world-frame clouds.
+    :return: alignment, ICP, metrics, the final world-frame clouds and the per-point
+        nearest-neighbour distances (``distances['acc']``, ``distances['comp']``).
     """
     pred, gt, alignment = align_shift_scale(pred_cam0, gt_cam0, valid, T_world_cam0)
     if use_icp:
@@ -363,7 +370,9 @@ def evaluate_pointmaps(pred_cam0: np.ndarray, gt_cam0: np.ndarray, valid: np.nda
         icp = IcpResult(np.eye(4), float('nan'), float('nan'), 0, 0)
     LOG.info('aligned %d points (scale factor %.6g), ICP fitness %.4f after %d updates',
              alignment.n_points, alignment.factor, icp.fitness, icp.iterations)
-    return CloudEvaluation(alignment, icp, reconstruction_metrics(pred, gt), pred, gt)
+    distances: dict = {}
+    metrics = reconstruction_metrics(pred, gt, distances)
+    return CloudEvaluation(alignment, icp, metrics, pred, gt, distances)
 
 
 def absolute_trajectory_error(est_positions: np.ndarray, gt_positions: np.ndarray,
