@@ -241,6 +241,12 @@ def _convert(cls: type, f: dataclasses.Field, value: Any, where: str) -> Any:
             raise ValueError(f'{where}: expected an integer, got {value!r}')
         return value
     if isinstance(default, float):
+        if isinstance(value, str):
+            # YAML 1.1 reads '3e-4' (no dot) as a string; accept it as the number it spells.
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f'{where}: expected a number, got {value!r}') from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f'{where}: expected a number, got {value!r}')
         return float(value)
