@@ -158,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--checkpoint', type=Path, help='weights (.pth or .safetensors)')
     src.add_argument('--predictions', type=Path, help='saved predictions to evaluate')
-    p.add_argument('--live', action='store_true',
-                   help='publish to a running node instead of running the model here')
+    src.add_argument('--live', action='store_true',
+                     help='publish to a running node instead of running the model here')
     p.add_argument('--out', type=Path, default=Path('eval_out'), help='report folder')
     p.add_argument('--scene', help='scene name when the dataset holds several')
     p.add_argument('--every', type=int, default=1, help='use every K-th frame (kf_every)')
