@@ -1,0 +1,145 @@
+"""Speed and memory of StreamingSession (random weights; the figures do not depend on them).
+
+For each preset and device it prints per-frame latency p50/p90 of the default mode, GFLOP per
+frame (torch's flop counter), achieved GFLOP/s against the fp32 matmul peak measured in the
+same run, latency and RSS at frame 100 (or the first timed frame) versus the last one, and the
+time of two other modes relative to the default:
+
+* ``head2``: head 2 computed on every frame, as the official loop does (``provisional=True``);
+* ``int8``: dynamic int8 quantisation of the linear layers (CPU only).
+
+Targets on a 2-core CPU: default >= 90% of the matmul peak, default <= 0.85x head2,
+int8 <= 0.5x default. Example::
+
+    .venv/bin/python benchmarks/model_speed.py --presets tiny released --frames 300 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from spann3r_model.config import EngineConfig, MemoryConfig, ModelConfig
+from spann3r_model.session import StreamingSession
+from spann3r_model.spann3r import Spann3R
+
+
+def rss_mib() -> float:
+    """Resident set size of this process in MiB (Linux)."""
+    with open('/proc/self/statm') as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+
+def sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, seconds: float = 2.0) -> float:
+    """Best fp32 GFLOP/s over a few matmul shapes typical of the model."""
+    best = 0.0
+    for m, k, n in ((196, 1024, 4096), (392, 1024, 3072), (1024, 1024, 1024), (2048, 2048, 2048)):
+        a = torch.randn(m, k, device=device)
+        b = torch.randn(k, n, device=device)
+        torch.mm(a, b)
+        sync(device)
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 4:
+            torch.mm(a, b)
+            reps += 1
+        sync(device)
+        best = max(best, 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def frames_for(n: int, size: int = 320) -> list[np.ndarray]:
+    """Return frames of a camera panning over a random texture (uint8 RGB)."""
+    rng = np.random.default_rng(0)
+    canvas = (rng.random((size, size + 4 * n, 3)) * 255).astype(np.uint8)
+    return [canvas[:, 4 * i:4 * i + size] for i in range(n)]
+
+
+def run_mode(model: Spann3R, device: str, frames: list[np.ndarray], precision: str = 'fp32',
+             provisional: bool = False) -> dict:
+    """Stream ``frames``; return per-frame latencies (seconds) and RSS samples."""
+    engine = EngineConfig(device=device, precision=precision)
+    session = StreamingSession(model, MemoryConfig(), engine, provisional=provisional,
+                               estimate_pose=False)
+    dev = session.device
+    lat, rss = [], []
+    for i, rgb in enumerate(frames):
+        sync(dev)
+        t0 = time.perf_counter()
+        session.step(rgb, float(i))
+        sync(dev)
+        lat.append(time.perf_counter() - t0)
+        rss.append(rss_mib())
+    return {'lat': np.array(lat[2:]), 'rss': rss[2:], 'session': session}
+
+
+def count_flops(session: StreamingSession, rgb: np.ndarray) -> float:
+    """GFLOP of one steady-state step of ``session``."""
+    with FlopCounterMode(display=False) as counter:
+        session.step(rgb, 0.0)
+    return counter.get_total_flops() / 1e9
+
+
+def bench(preset: str, device: str, n_frames: int, int8: bool) -> None:
+    torch.manual_seed(0)
+    model = Spann3R(ModelConfig.preset(preset)).eval()
+    frames = frames_for(n_frames + 2)
+    dev = torch.device(device)
+    peak = matmul_peak(dev)
+    default = run_mode(model, device, frames)
+    head2 = run_mode(model, device, frames, provisional=True)
+    gflop = count_flops(default['session'], frames[-1])
+    gflop_h2 = count_flops(head2['session'], frames[-1])
+    lat = default['lat']
+    p50, p90 = np.percentile(lat, 50), np.percentile(lat, 90)
+    achieved = gflop / p50
+    ref = min(98, len(lat) - 1)  # frame 100 of the stream (2 warm-up frames dropped)
+    print(f'== {preset} on {device} ({torch.get_num_threads()} threads), {len(lat)} timed '
+          f'frames at 224x224')
+    print(f'  fp32 matmul peak          {peak:9.1f} GFLOP/s')
+    print(f'  default  latency p50/p90  {p50 * 1e3:9.1f} / {p90 * 1e3:.1f} ms')
+    print(f'  GFLOP per frame           {gflop:9.2f} (head 2 every frame: {gflop_h2:.2f})')
+    print(f'  achieved                  {achieved:9.1f} GFLOP/s = {achieved / peak:.2f} of peak')
+    print(f'  latency frame {ref + 2:4d} vs {len(lat) + 1:4d}  {lat[ref] * 1e3:9.1f} / '
+          f'{lat[-1] * 1e3:.1f} ms')
+    print(f'  RSS     frame {ref + 2:4d} vs {len(lat) + 1:4d}  {default["rss"][ref]:9.1f} / '
+          f'{default["rss"][-1]:.1f} MiB')
+    h2 = np.percentile(head2['lat'], 50)
+    print(f'  head2-every-frame p50     {h2 * 1e3:9.1f} ms; default / head2 = {p50 / h2:.2f}')
+    if int8 and dev.type == 'cpu':
+        q = run_mode(model, device, frames, precision='int8')
+        qp50 = np.percentile(q['lat'], 50)
+        print(f'  int8 p50                  {qp50 * 1e3:9.1f} ms; int8 / default = '
+              f'{qp50 / p50:.2f}')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--presets', nargs='+', default=['tiny', 'released'])
+    parser.add_argument('--frames', nargs='+', type=int, default=[300, 6],
+                        help='timed frames per preset (one value for all, or one per preset)')
+    parser.add_argument('--threads', type=int, default=0, help='CPU threads (0: torch default)')
+    parser.add_argument('--no-int8', action='store_true', help='skip the int8 mode')
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    counts = args.frames if len(args.frames) == len(args.presets) else \
+        [args.frames[0]] * len(args.presets)
+    devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+    for device in devices:
+        for preset, n in zip(args.presets, counts):
+            bench(preset, device, n, not args.no_int8)
+
+
+if __name__ == '__main__':
+    main()
