@@ -177,7 +177,7 @@ class IcpResult:
 
 def _correspondences(tree: cKDTree, points: np.ndarray, max_distance: float
                      ) -> tuple[np.ndarray, np.ndarray, float, float]:
-    dist, idx = tree.query(points, k=1, distance_upper_bound=max_distance)
+    dist, idx = tree.query(points, k=1, distance_upper_bound=max_distance, workers=-1)
     found = np.isfinite(dist)
     n = int(found.sum())
     fitness = n / len(points) if len(points) else 0.0
@@ -253,7 +253,7 @@ def estimate_normals(points: np.ndarray, knn: int = NORMAL_KNN,
     # Chunked so that the [chunk, k, 3] neighbourhoods stay a few tens of MB.
     chunk = 65536
     for start in range(0, len(points), chunk):
-        _, idx = tree.query(points[start:start + chunk], k=k)
+        _, idx = tree.query(points[start:start + chunk], k=k, workers=-1)
         nb = points[idx.reshape(len(idx), k)]
         centred = nb - nb.mean(axis=1, keepdims=True)
         cov = np.einsum('nki,nkj->nij', centred, centred) / k
@@ -264,7 +264,7 @@ def estimate_normals(points: np.ndarray, knn: int = NORMAL_KNN,
 
 def _nn_scores(tree: cKDTree, query: np.ndarray, tree_normals: np.ndarray,
                query_normals: np.ndarray) -> tuple[np.ndarray, float, float, float, float]:
-    dist, idx = tree.query(query, k=1)
+    dist, idx = tree.query(query, k=1, workers=-1)
     cos = np.abs(np.sum(tree_normals[idx] * query_normals, axis=-1))
     return (dist, float(np.mean(dist)), float(np.median(dist)), float(np.mean(cos)),
             float(np.median(cos)))
