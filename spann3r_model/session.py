@@ -235,13 +235,17 @@ class StreamingSession:
                 _LOG.warning('spann3r_model.geometry is not available: poses are not estimated')
                 self._geometry_warned = True
             return
-        if self._focal is None:
-            if result.index != 0:
-                return
-            self._focal = float(geometry.estimate_focal(result.pts3d))
-        result.focal = self._focal
-        mask = (result.conf - 1.0) / result.conf > POSE_CONF_THRESH
-        result.T_world_cam = geometry.estimate_pose_pnp(result.pts3d, self._focal, mask=mask)
+        try:
+            if self._focal is None:
+                if result.index != 0:
+                    return
+                self._focal = float(geometry.estimate_focal(result.pts3d))
+            result.focal = self._focal
+            mask = (result.conf - 1.0) / result.conf > POSE_CONF_THRESH
+            result.T_world_cam = geometry.estimate_pose_pnp(result.pts3d, self._focal, mask=mask)
+        except ValueError as exc:
+            # A degenerate pointmap (e.g. non-finite values) must not stop the reconstruction.
+            _LOG.warning('pose of frame %d not estimated: %s', result.index, exc)
 
     # ------------------------------------------------------------------ persistence
     def fingerprint(self) -> str:

@@ -137,3 +137,17 @@ def test_pose_estimation_attaches_focal_and_pose(parity_model, parity_configs, p
     for T in poses:
         assert T.shape == (4, 4) and np.allclose(T[3], [0, 0, 0, 1])
         assert np.allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3), atol=1e-5)
+
+
+def test_from_checkpoint_round_trip(parity_model, parity_configs, parity_frames, tmp_path):
+    from spann3r_model.checkpoint import save_safetensors
+
+    path = tmp_path / 'weights.safetensors'
+    save_safetensors(parity_model, parity_configs[0], path)
+    loaded = StreamingSession.from_checkpoint(str(path), CPU, parity_configs[1],
+                                              estimate_pose=False)
+    direct = _session(parity_model, parity_configs[1])
+    for i, rgb in enumerate(parity_frames[:3]):
+        a, b = direct.step(rgb, float(i)), loaded.step(rgb, float(i))
+    np.testing.assert_array_equal(a.refined.pts3d, b.refined.pts3d)
+    np.testing.assert_array_equal(direct.flush().conf, loaded.flush().conf)
