@@ -143,3 +143,26 @@ def test_frame_without_valid_pixels_is_left_out_and_shapes_checked():
         assert 'pts3d' in str(err)
     else:
         raise AssertionError('mismatched shapes were accepted')
+
+
+def test_official_scale_loss_on_the_documented_batch_of_two():
+    # README of the loss reference, case "mixed" (B = 2): only sample 0 over-predicts, the
+    # official term compares it with both GT factors: (|4.18002-3.21546| + |4.18002-4.83540|)/2,
+    # and its gradient with respect to both predicted factors is zero.
+    from training.losses import _scale_loss
+
+    gt = torch.tensor([3.21546, 4.83540])
+    pr = torch.tensor([4.18002, 3.86737], requires_grad=True)
+    loss = _scale_loss(pr, gt, coupled=True)
+    loss.backward()
+    assert abs(loss.item() - 0.809972) < 1e-5
+    assert torch.equal(pr.grad, torch.zeros(2))
+    pr.grad = None
+    ours = _scale_loss(pr, gt, coupled=False)
+    ours.backward()
+    assert abs(ours.item() - 0.48228) < 1e-5  # the README's "per-sample mean of relu"
+    assert torch.allclose(pr.grad, torch.tensor([0.5, 0.0]))
+    # both_above: gradient [0, 0.5] in the README's convention (second factor is the larger).
+    pr2 = torch.tensor([3.5, 5.0], requires_grad=True)
+    _scale_loss(pr2, gt, coupled=True).backward()
+    assert torch.allclose(pr2.grad, torch.tensor([0.0, 0.5]))

@@ -104,6 +104,9 @@ def test_training_loss_falls(scannet_root, tmp_path):
     data = _config(scannet_root, tmp_path / 'fall', max_steps=12, epochs=4)
     data['model']['memory_dropout'] = 0.0
     data['data']['train'][0]['args']['color_jitter'] = False
+    data['data']['val'] = [{'type': 'scannet', 'samples': 1,
+                            'args': {'root': str(scannet_root), 'min_gap': 1, 'max_gap': 2}}]
+    data['log']['tensorboard'] = True
     trainer = Trainer(TrainConfig.from_dict(data))
     batch = torch.utils.data.default_collate([trainer.train_set[i] for i in range(4)])
     imgs, views = split_views(batch, torch.device('cpu'))
@@ -116,3 +119,28 @@ def test_training_loss_falls(scannet_root, tmp_path):
     trainer.fit()
     after = loss_now()
     assert after < before - 0.3, (before, after)
+    # Validation ran every epoch with the evaluation metrics; the best checkpoint was kept.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / 'fall' / 'tensorboard'))
+    events.Reload()
+    tags = set(events.Tags()['scalars'])
+    assert {'train/loss', 'train/lr', 'train/grad_norm', 'train/samples_per_s',
+            'val/chamfer', 'val/acc', 'val/comp', 'val/nc'} <= tags
+    assert len(events.Scalars('val/chamfer')) == 3  # epochs 0..2 complete before step 12
+    best = load_training_state(tmp_path / 'fall' / 'checkpoint-best.pt')
+    chamfer = min(e.value for e in events.Scalars('val/chamfer'))
+    assert best['best_metric'] == pytest.approx(chamfer, rel=1e-6)
+
+
+def test_gradient_accumulation_matches_the_larger_batch(scannet_root, tmp_path):
+    runs = {}
+    for name, batch, accum in (('big', 2, 1), ('accum', 1, 2)):
+        data = _config(scannet_root, tmp_path / name, max_steps=2, accum_steps=accum)
+        data['model']['memory_dropout'] = 0.0
+        data['data']['batch_size'] = batch
+        _run(data)
+        runs[name] = load_training_state(tmp_path / name / 'checkpoint-last.pt')
+    assert runs['big']['global_step'] == runs['accum']['global_step'] == 2
+    for key, value in runs['big']['model'].items():
+        assert torch.allclose(value, runs['accum']['model'][key], rtol=1e-4, atol=1e-6), key
