@@ -105,6 +105,7 @@ class Trainer:
         self.writer = None
         if self.state is not None:
             self._restore(self.state)
+            self.state = None  # the tensors now live in the model and optimiser
 
     # -- set-up helpers -------------------------------------------------------------------
     def _find_resume_state(self) -> dict[str, Any] | None:
@@ -184,10 +185,11 @@ class Trainer:
                 self._scalar(f'val/{key}', value)
             LOG.info('epoch %d validation: %s', self.epoch - 1,
                      ', '.join(f'{k} {v:.5g}' for k, v in scores.items()))
-        self._save(LAST)
         if self.dist.is_main and self.val_set is not None and metric < self.best_metric:
             self.best_metric = metric
             self._save(BEST)
+        # Saved after the best metric is updated, so a resumed run compares against it.
+        self._save(LAST)
         distributed.barrier()
 
     def _train_epoch(self) -> bool:
