@@ -129,7 +129,7 @@ class SpatialMemory:
         k = self.keys_normed[:, :self.n]
         v = self.values_normed[:, :self.n]
         affinity = torch.matmul(self.norm_q(query), k.transpose(1, 2))
-        affinity = affinity / torch.sqrt(torch.tensor(float(query.shape[-1])))
+        affinity = affinity / self._sqrt_dim(query.shape[-1])
         attn = torch.softmax(affinity, dim=-1)
         if self.train and self.dropout > 0:
             attn = F.dropout(attn, self.dropout, training=True)
@@ -143,6 +143,12 @@ class SpatialMemory:
         else:
             self.attn[:, :self.n] += received
         return out
+
+    @staticmethod
+    def _sqrt_dim(dim: int) -> float:
+        # float32 square root, as the official code computes it, as a plain number so that no
+        # tensor is created (or copied to the device) on every read.
+        return float(torch.tensor(float(dim)).sqrt())
 
     # ------------------------------------------------------------------ write
     def similarity(self, key: torch.Tensor) -> Optional[float]:

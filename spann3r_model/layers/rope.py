@@ -70,11 +70,14 @@ class RoPE2D(nn.Module):
         """Rotate queries or keys by their patch positions.
 
         :param tokens: ``[B, heads, N, D]`` with D divisible by 4.
-        :param positions: ``[B, N, 2]`` integer ``(row, col)`` per token.
+        :param positions: ``[B, N, 2]`` integer ``(row, col)`` per token, each in ``[0, N)``
+            (true of any patch grid, see :func:`patch_positions`).
         :return: ``[B, heads, N, D]``.
         """
         half = tokens.shape[-1] // 2
-        length = int(positions.max()) + 1
+        # Grid coordinates are below the token count, so a table of that length covers them
+        # without reading ``positions.max()`` back from the device in every attention layer.
+        length = positions.shape[-2]
         cos, sin = self._cos_sin(half, length, tokens.device, tokens.dtype)
         y, x = tokens[..., :half], tokens[..., half:]
         y = self._rotate(y, positions[..., 0], cos, sin)
