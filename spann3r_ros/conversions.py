@@ -2,13 +2,15 @@
 
 Inputs (``Image``, ``CompressedImage``) are validated field by field and decoded to ``[H, W, 3]``
 uint8 RGB; anything malformed raises :class:`ImageRejected` with a short ``reason`` code the node
-counts. Outputs (``PointCloud2``, 32FC1 ``Image``) are built with ``sensor_msgs_py`` and
-``cv_bridge`` when those are importable and with the NumPy code below otherwise; both produce
-byte-identical messages (same fields, flags and native byte order as those libraries use).
+counts. Outputs (``PointCloud2``, 32FC1 ``Image``) are built by the NumPy code below
+(:mod:`spann3r_ros.cloud_packer` for clouds); where ``sensor_msgs_py`` and ``cv_bridge`` import,
+they can build them too, byte-identical (same fields, flags and native byte order).
 """
 
 from __future__ import annotations
 
+from array import array as ArrayType
+import functools
 import sys
 from typing import Any, Callable, Optional
 
@@ -16,6 +18,8 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
+
+from .cloud_packer import cloud_array, CLOUD_FIELDS, CLOUD_POINT_STEP, CloudPacker
 
 #: Smallest accepted image side; smaller images cannot be cropped to the model meaningfully.
 MIN_SIDE = 8
@@ -159,63 +163,28 @@ def compressed_to_rgb(msg: CompressedImage, max_pixels: int = 16_000_000) -> np.
 
 # -- outputs -------------------------------------------------------------------------------
 
-#: Field layout of the published clouds: what RViz's PointCloud2 display reads.
-CLOUD_FIELDS = (('x', 0), ('y', 4), ('z', 8), ('rgb', 12), ('confidence', 16))
-CLOUD_POINT_STEP = 20
-_CLOUD_DTYPE = np.dtype({'names': [n for n, _ in CLOUD_FIELDS],
-                         'formats': ['f4'] * len(CLOUD_FIELDS),
-                         'offsets': [o for _, o in CLOUD_FIELDS],
-                         'itemsize': CLOUD_POINT_STEP})
-
-
 def cloud_fields() -> list[PointField]:
     """Return the ``PointField`` list of the published clouds."""
     return [PointField(name=n, offset=o, datatype=PointField.FLOAT32, count=1)
             for n, o in CLOUD_FIELDS]
 
 
-def pack_rgb(rgb: np.ndarray) -> np.ndarray:
-    """Pack ``[N, 3]`` uint8 colours as RViz expects: uint32 ``0x00RRGGBB`` viewed as float32."""
-    rgb = np.asarray(rgb, dtype=np.uint32)
-    packed = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
-    return packed.astype(np.uint32).view(np.float32)
+def _byte_array(array: np.ndarray) -> 'ArrayType':
+    # An array.array('B') is what the generated setters store; handing them one skips the
+    # per-element checks some ROS distributions run on bytes (1 MB per cloud).
+    data = ArrayType('B')
+    data.frombytes(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    return data
 
 
-def cloud_array(xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray,
-                mask: Optional[np.ndarray] = None) -> np.ndarray:
-    """Return the structured ``[N]`` array of the cloud (native byte order).
-
-    :param xyz: ``[..., 3]`` points (any leading shape, e.g. ``[H, W, 3]``).
-    :param rgb: ``[..., 3]`` uint8 colours, same leading shape.
-    :param conf: ``[...]`` confidences, same leading shape.
-    :param mask: optional ``[...]`` bool; only these points are kept.
-    """
-    xyz = np.asarray(xyz, dtype=np.float32).reshape(-1, 3)
-    rgb = np.asarray(rgb).reshape(-1, 3)
-    conf = np.asarray(conf, dtype=np.float32).reshape(-1)
-    n = len(xyz)
-    if len(rgb) != n or len(conf) != n:
-        raise ValueError(f'cloud arrays disagree: {n} points, {len(rgb)} colours, '
-                         f'{len(conf)} confidences')
-    cloud = np.empty(n, dtype=_CLOUD_DTYPE)
-    cloud['x'], cloud['y'], cloud['z'] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    cloud['rgb'] = pack_rgb(rgb)
-    cloud['confidence'] = conf
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool).reshape(-1)
-        if len(mask) != n:
-            raise ValueError(f'mask has {len(mask)} entries for {n} points')
-        # One row selection of 20-byte records is far cheaper than masking each input.
-        cloud = cloud[mask]
-    return cloud
-
-
-def _numpy_cloud(header: Header, cloud: np.ndarray) -> PointCloud2:
+def _numpy_cloud(header: Header, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray,
+                 mask: Optional[np.ndarray], packer: Optional[CloudPacker]) -> PointCloud2:
+    data, n = (packer or CloudPacker(retain_points=0)).pack(xyz, rgb, conf, mask)
     # Same flags as sensor_msgs_py.point_cloud2.create_cloud so both backends agree.
-    msg = PointCloud2(header=header, height=1, width=len(cloud), is_dense=False,
+    msg = PointCloud2(header=header, height=1, width=n, is_dense=False,
                       is_bigendian=sys.byteorder != 'little', fields=cloud_fields(),
-                      point_step=CLOUD_POINT_STEP, row_step=CLOUD_POINT_STEP * len(cloud))
-    msg.data = cloud.tobytes()
+                      point_step=CLOUD_POINT_STEP, row_step=CLOUD_POINT_STEP * n)
+    msg.data = data
     return msg
 
 
@@ -224,13 +193,14 @@ def _numpy_float_image(header: Header, array: np.ndarray) -> Image:
     array = np.ascontiguousarray(array, dtype=np.float32)
     msg = Image(header=header, height=array.shape[0], width=array.shape[1], encoding='32FC1',
                 is_bigendian=sys.byteorder != 'little', step=array.shape[1] * 4)
-    msg.data = array.tobytes()
+    msg.data = _byte_array(array)
     return msg
 
 
-def _library_cloud(header: Header, cloud: np.ndarray) -> PointCloud2:
+def _library_cloud(header: Header, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray,
+                   mask: Optional[np.ndarray], packer: Optional[CloudPacker]) -> PointCloud2:
     from sensor_msgs_py import point_cloud2
-    return point_cloud2.create_cloud(header, cloud_fields(), cloud)
+    return point_cloud2.create_cloud(header, cloud_fields(), cloud_array(xyz, rgb, conf, mask))
 
 
 def _library_float_image(header: Header, array: np.ndarray) -> Image:
@@ -240,11 +210,14 @@ def _library_float_image(header: Header, array: np.ndarray) -> Image:
     return msg
 
 
-def _importable(name: str) -> bool:
-    try:
-        __import__(name)
-    except ImportError:
-        return False
+@functools.lru_cache(maxsize=None)
+def _ros_libraries_importable() -> bool:
+    # Asked for every published message: a failed import searches sys.path each time.
+    for name in ('sensor_msgs_py', 'cv_bridge'):
+        try:
+            __import__(name)
+        except ImportError:
+            return False
     return True
 
 
@@ -254,18 +227,33 @@ def available_backends() -> dict[str, dict[str, Callable[..., Any]]]:
     ``numpy`` is always present; ``ros`` (sensor_msgs_py + cv_bridge) only where both import.
     """
     backends = {'numpy': {'cloud': _numpy_cloud, 'float_image': _numpy_float_image}}
-    if _importable('sensor_msgs_py') and _importable('cv_bridge'):
+    if _ros_libraries_importable():
         backends['ros'] = {'cloud': _library_cloud, 'float_image': _library_float_image}
     return backends
 
 
 def default_backend() -> str:
-    """Return the backend the node uses: the ROS libraries where present, else NumPy."""
-    return 'ros' if 'ros' in available_backends() else 'numpy'
+    """Return the backend the node uses: ``numpy``.
+
+    Its messages are byte-identical to those of ``sensor_msgs_py`` and ``cv_bridge`` (tested
+    wherever those import), and it packs clouds in reused buffers (:class:`CloudPacker`), which
+    the libraries cannot.
+    """
+    return 'numpy'
+
+
+def _builders(backend: Optional[str]) -> dict[str, Callable[..., Any]]:
+    name = backend or default_backend()
+    backends = available_backends()
+    if name not in backends:
+        raise ValueError(f'conversion backend {name!r} is not available here; use one of '
+                         f'{sorted(backends)}')
+    return backends[name]
 
 
 def cloud_msg(header: Header, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray,
-              backend: Optional[str] = None, mask: Optional[np.ndarray] = None) -> PointCloud2:
+              backend: Optional[str] = None, mask: Optional[np.ndarray] = None,
+              packer: Optional[CloudPacker] = None) -> PointCloud2:
     """Build a ``PointCloud2`` with fields x, y, z, rgb, confidence (float32 each).
 
     :param header: stamp and frame of the cloud.
@@ -274,16 +262,17 @@ def cloud_msg(header: Header, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray
     :param conf: ``[N]`` confidences.
     :param backend: ``numpy`` or ``ros``; None picks :func:`default_backend`.
     :param mask: optional bool mask over the points; only these are published.
+    :param packer: buffers to reuse (``numpy`` backend); None packs in temporary buffers.
+    :raises ValueError: for inconsistent arrays or an unavailable backend.
     """
-    builders = available_backends()[backend or default_backend()]
-    return builders['cloud'](header, cloud_array(xyz, rgb, conf, mask))
+    return _builders(backend)['cloud'](header, xyz, rgb, conf, mask, packer)
 
 
 def float_image_msg(header: Header, array: np.ndarray, backend: Optional[str] = None) -> Image:
     """Build a ``32FC1`` image from a ``[H, W]`` array."""
     if array.ndim != 2:
         raise ValueError(f'expected a [H, W] array, got shape {array.shape}')
-    return available_backends()[backend or default_backend()]['float_image'](header, array)
+    return _builders(backend)['float_image'](header, array)
 
 
 def camera_info_msg(header: Header, size: int, focal: float) -> CameraInfo:

@@ -213,3 +213,22 @@ def test_cloud_mask_keeps_the_selected_pixels_in_order():
     assert masked == direct and masked.width == int(mask.sum())
     with pytest.raises(ValueError, match='mask'):
         conv.cloud_array(xyz, rgb, conf, mask=np.ones(3, bool))
+
+
+def test_the_node_packs_with_numpy_and_unknown_backends_are_refused():
+    assert conv.default_backend() == 'numpy'
+    with pytest.raises(ValueError, match="backend 'opencl' is not available"):
+        conv.cloud_msg(_header(), np.zeros((1, 3)), np.zeros((1, 3), np.uint8), np.ones(1),
+                       backend='opencl')
+
+
+def test_cloud_msg_with_a_reused_packer_matches_a_fresh_one():
+    packer = conv.CloudPacker()
+    for n in (40, 10, 40):
+        xyz = RNG.normal(size=(n, 3)).astype(np.float32)
+        rgb = RNG.integers(0, 256, size=(n, 3), dtype=np.uint8)
+        conf = RNG.uniform(1, 3, size=n).astype(np.float32)
+        mask = conf > 2
+        reused = conv.cloud_msg(_header(), xyz, rgb, conf, mask=mask, packer=packer)
+        assert reused == conv.cloud_msg(_header(), xyz, rgb, conf, backend='numpy', mask=mask)
+        assert reused.width == int(mask.sum()) and len(reused.data) == 20 * reused.width
