@@ -133,6 +133,7 @@ def test_training_loss_falls(scannet_root, tmp_path):
     assert best['best_metric'] == pytest.approx(chamfer, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_the_larger_batch(scannet_root, tmp_path):
     runs = {}
     for name, batch, accum in (('big', 2, 1), ('accum', 1, 2)):
