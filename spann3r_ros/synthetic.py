@@ -18,7 +18,9 @@ Depth is the z coordinate in the camera frame, in metres.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+import math
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
@@ -33,8 +35,9 @@ RECT_MARGIN_PX = 2
 # Box geometry is clipped at this camera depth before projection; it is below MIN_HIT_DISTANCE, so
 # no hit is lost, and keeps the projection finite for boxes that straddle the image plane.
 CLIP_DEPTH = 1e-5
-# Rows per matrix product; 16384 x 3 x 3 stays under OpenBLAS's single-thread threshold (2**18).
-GEMM_ROWS = 16384
+# Pixels per block of work: temporaries stay cache-sized, and a 16384 x 3 x 3 matrix product stays
+# under OpenBLAS's single-thread threshold (2**18).
+BLOCK_PIXELS = 16384
 
 # Corner i of a box has sign bit 0, 1, 2 for x, y, z; edges join corners that differ in one bit.
 _CORNER_SIGNS = np.array([[1 if i & b else -1 for b in (1, 2, 4)] for i in range(8)], np.float64)
@@ -177,6 +180,68 @@ def screen_rect(corners_world: np.ndarray, T_world_cam: np.ndarray, K: np.ndarra
     return slice(y0, y1), slice(x0, x1)
 
 
+class _Scratch:
+    """Memory for the temporaries of a frame, kept from one frame to the next.
+
+    Fresh numpy temporaries of a few hundred kilobytes cost a page fault per 4 KiB every frame,
+    because the allocator returns freed memory to the system; that was most of the time of a
+    frame. Arrays here are views of one buffer, handed out in stack order: :meth:`scope` takes
+    back what was handed out inside it. A frame that needs more than the buffer gets fresh arrays
+    and the buffer grows before the next frame.
+    """
+
+    def __init__(self) -> None:
+        self._memory = np.empty(0, np.uint8)
+        self._used = 0
+        self._peak = 0
+
+    def __call__(self, shape: tuple[int, ...] | int, dtype: type = np.float64) -> np.ndarray:
+        """Return an uninitialised array valid until the enclosing scope ends."""
+        dtype = np.dtype(dtype)
+        nbytes = math.prod(shape if isinstance(shape, tuple) else (shape,)) * dtype.itemsize
+        start = self._used
+        self._used += -(-nbytes // 64) * 64  # keep every array 64-byte aligned
+        self._peak = max(self._peak, self._used)
+        if self._used > self._memory.size:
+            return np.empty(shape, dtype)
+        return self._memory[start:start + nbytes].view(dtype).reshape(shape)
+
+    @contextmanager
+    def scope(self) -> Iterator[_Scratch]:
+        """Take back, on exit, every array handed out inside the block."""
+        start = self._used
+        try:
+            yield self
+        finally:
+            self._used = start
+
+    def new_frame(self) -> None:
+        """Forget every array handed out so far; grow to the largest frame seen."""
+        if self._peak > self._memory.size:
+            self._memory = np.empty(self._peak, np.uint8)
+        self._used = 0
+
+
+def _row_blocks(rows: slice, width: int) -> Iterator[slice]:
+    """Split ``rows`` into runs of about :data:`BLOCK_PIXELS` pixels (cache-sized temporaries)."""
+    step = max(1, BLOCK_PIXELS // width)
+    for start in range(rows.start, rows.stop, step):
+        yield slice(start, min(start + step, rows.stop))
+
+
+def _floor_mod(x: np.ndarray, m: float, out: np.ndarray) -> np.ndarray:
+    """``x % m`` for a power of two ``m``, bit for bit, at a fraction of numpy's cost.
+
+    ``x / m`` and ``m * floor(x / m)`` are exact, and ``x - m * floor(x / m)`` rounds the exact
+    remainder once, as numpy's ``fmod(x, m) + m`` does for negative ``x``; for ``x >= 0`` both
+    are exact.
+    """
+    np.multiply(x, 1.0 / m, out=out)
+    np.floor(out, out=out)
+    out *= m
+    return np.subtract(x, out, out=out)
+
+
 @dataclass
 class SyntheticScene:
     """A random room built from a seed; :meth:`render` draws any camera pose.
@@ -213,6 +278,8 @@ class SyntheticScene:
             self.surfaces.append(surface)
         self._noise_flat = self.noise.ravel()
         self._rays: Optional[np.ndarray] = None
+        # Idle scratch memories; a render takes one (or makes one), so threads never share one.
+        self._idle_scratch: list[_Scratch] = []
 
     @staticmethod
     def _surface(rng: np.random.Generator, centre: np.ndarray, half: np.ndarray, yaw: float,
@@ -247,59 +314,69 @@ class SyntheticScene:
         T[:3, 0], T[:3, 1], T[:3, 2], T[:3, 3] = right, down, forward, eye
         return T
 
-    # Ray casting. Ray directions are float64 (the camera rays are), origins and box extents
-    # float32, distances float32; every expression keeps the dtypes of a plain ray caster.
+    def frames(self) -> Iterator[SyntheticFrame]:
+        """Yield every :class:`SyntheticFrame` of the sequence in order."""
+        c = self.config
+        for i in range(c.num_frames):
+            rel = i / c.fps
+            T = self.pose_at(rel)
+            rgb, depth = self.render(T)
+            yield SyntheticFrame(i, c.start_time + rel, rgb, depth, T, self.K)
 
-    @staticmethod
-    def _local_origin(s: _Surface, origin: np.ndarray) -> np.ndarray:
-        """Return the ray origin ``[3]`` float32 in the frame of the surface."""
-        cy, sy = np.cos(s.yaw), np.sin(s.yaw)
-        o = origin - s.centre
-        return np.array([cy * o[0] + sy * o[1], -sy * o[0] + cy * o[1], o[2]], np.float32)
+    def render(self, T_world_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Render one view.
 
-    @staticmethod
-    def _local_dirs(s: _Surface, dirs: Planes) -> Planes:
-        """Ray directions rotated into the frame of the surface (only yaw, so z is shared)."""
-        if s.yaw == 0.0:
-            # cos = 1 and sin = 0 exactly: the rotation could only flip the sign of a zero
-            # component, which changes no distance (the slab bounds straddle or share the sign).
-            return dirs
-        cy, sy = np.float32(np.cos(s.yaw)), np.float32(np.sin(s.yaw))
-        return (cy * dirs[0] + sy * dirs[1], np.float32(-sy) * dirs[0] + cy * dirs[1], dirs[2])
-
-    @staticmethod
-    def _distance(s: _Surface, o: np.ndarray, d: Planes, inv_dz: np.ndarray) -> np.ndarray:
-        """Distances along the rays to the surface, float32, inf for a miss.
-
-        :param o: local ray origin ``[3]``.
-        :param d: local ray directions, three arrays of one shape.
-        :param inv_dz: ``1 / d[2]`` (the same for every surface).
+        :param T_world_cam: ``[4, 4]`` camera-to-world pose (inside the room).
+        :return: ``(rgb [H, W, 3] uint8, depth [H, W] float32 metres)``.
         """
-        if s.sphere:
-            b = d[0] * o[0] + d[1] * o[1] + d[2] * o[2]
-            a = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
-            disc = b * b - a * np.float32(o @ o - s.half[0] ** 2)
-            with np.errstate(invalid='ignore'):
-                t = (-b - np.sqrt(disc)) / a
-            return np.where((disc >= 0) & (t > MIN_HIT_DISTANCE), t, np.inf).astype(np.float32)
-        # Exits (and, outside, entries) of the three slabs, in float64; rounding to float32 once
-        # at the end equals rounding after every min/max because rounding is monotonic.
-        near = far = None
-        with np.errstate(divide='ignore', invalid='ignore'):
-            for k in range(3):
-                inv = inv_dz if k == 2 else np.float32(1.0) / d[k]
-                t1 = (np.float32(-s.half[k]) - o[k]) * inv
-                t2 = (np.float32(s.half[k]) - o[k]) * inv
-                exit_k = np.maximum(t1, t2)
-                far = exit_k if far is None else np.minimum(far, exit_k, out=far)
-                if not s.inside:
-                    entry_k = np.minimum(t1, t2, out=t1)
-                    near = entry_k if near is None else np.maximum(near, entry_k, out=near)
-        far = far.astype(np.float32)
-        if s.inside:
-            return far
-        near = near.astype(np.float32)
-        return np.where((near <= far) & (near > MIN_HIT_DISTANCE), near, np.inf).astype(np.float32)
+        scratch = self._idle_scratch.pop() if self._idle_scratch else _Scratch()
+        try:
+            scratch.new_frame()
+            return self._render(T_world_cam, scratch)
+        finally:
+            self._idle_scratch.append(scratch)
+
+    def __getstate__(self) -> dict:
+        """Pickle without the scratch memory."""
+        state = dict(self.__dict__)
+        state['_idle_scratch'] = []
+        return state
+
+    # Ray casting. Ray directions are float64 (the camera rays are), origins and box extents
+    # float32, distances float32; every expression keeps the dtypes and the operation order of a
+    # plain ray caster, so results do not depend on which pixels are computed together.
+
+    def _render(self, T_world_cam: np.ndarray, S: _Scratch) -> tuple[np.ndarray, np.ndarray]:
+        c, K = self.config, self.K
+        shape = (c.height, c.width)
+        full = slice(0, c.height), slice(0, c.width)
+        origin = T_world_cam[:3, 3].astype(np.float32)
+        dirs = self._world_dirs(T_world_cam[:3, :3].astype(np.float32), S)
+        inv_dz = S(shape)
+        with np.errstate(divide='ignore'):
+            np.divide(1.0, dirs[2], out=inv_dz)
+        # The room (first surface) encloses the camera, so it is hit everywhere and fills the
+        # image; the other primitives are tested only inside their projected rectangles.
+        depth = np.empty(shape, np.float32)
+        owner = S(shape, np.int32)
+        owner.fill(0)
+        self._cast(self.surfaces[0], origin, dirs, inv_dz, full, depth, None, 0, S)
+        winners = []
+        for i, s in enumerate(self.surfaces[1:], start=1):
+            rect = screen_rect(s.corners_world(), T_world_cam, K, c.width, c.height)
+            if rect is not None and self._cast(s, origin, dirs, inv_dz, rect, depth, owner, i, S):
+                winners.append((i, s, rect))
+        rgb = np.empty(shape + (3,), np.uint8)
+        # Shade the room everywhere (it wins most pixels), then paint the winners over it.
+        for rows in _row_blocks(full[0], c.width):
+            with S.scope():
+                self._shade(self.surfaces[0], origin, depth[rows], [d[rows] for d in dirs],
+                            [rgb[rows, :, k] for k in range(3)], S)
+        for i, s, rect in winners:
+            with S.scope():
+                self._shade_winner(s, i, origin, dirs, rect, depth, owner, rgb, S)
+        # Rays have unit z in the camera frame, so the ray parameter is the z-depth.
+        return rgb, depth
 
     def _camera_rays(self) -> np.ndarray:
         if self._rays is None:
@@ -310,7 +387,7 @@ class SyntheticScene:
                                    np.ones_like(u)], axis=-1).reshape(-1, 3)
         return self._rays
 
-    def _world_dirs(self, R: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _world_dirs(self, R: np.ndarray, S: _Scratch) -> list[np.ndarray]:
         """Directions of the camera rays in the world frame.
 
         :param R: ``[3, 3]`` float32 camera-to-world rotation.
@@ -318,146 +395,272 @@ class SyntheticScene:
         """
         rays = self._camera_rays()
         R_T = R.astype(np.float64).T
-        dirs = np.empty((3, len(rays)))
+        dirs = S((3, len(rays)))
+        product = S((BLOCK_PIXELS, 3))
         # One small GEMM per block of rows: OpenBLAS starts threads for a single large one,
         # which on a busy machine costs up to a hundred times the product itself. Each element
         # is the same chain of fused multiply-adds over k, however the rows are blocked.
-        for start in range(0, len(rays), GEMM_ROWS):
-            block = slice(start, start + GEMM_ROWS)
-            dirs[:, block] = (rays[block] @ R_T).T
-        return tuple(dirs.reshape(3, self.config.height, self.config.width))
+        for start in range(0, len(rays), BLOCK_PIXELS):
+            block = rays[start:start + BLOCK_PIXELS]
+            np.matmul(block, R_T, out=product[:len(block)])
+            dirs[:, start:start + len(block)] = product[:len(block)].T
+        return list(dirs.reshape(3, self.config.height, self.config.width))
+
+    @staticmethod
+    def _local_origin(s: _Surface, origin: np.ndarray) -> np.ndarray:
+        """Return the ray origin ``[3]`` float32 in the frame of the surface."""
+        cy, sy = np.cos(s.yaw), np.sin(s.yaw)
+        o = origin - s.centre
+        return np.array([cy * o[0] + sy * o[1], -sy * o[0] + cy * o[1], o[2]], np.float32)
+
+    @staticmethod
+    def _to_local(s: _Surface, v: Planes, S: _Scratch) -> Planes:
+        """Rotate vectors (three arrays) into the frame of the surface (a yaw: z is kept)."""
+        if s.yaw == 0.0:
+            # cos = 1 and sin = 0 exactly: the rotation could only flip the sign of a zero
+            # component, which changes no distance (the slab bounds straddle or share the sign).
+            return v
+        cy, sy = np.float32(np.cos(s.yaw)), np.float32(np.sin(s.yaw))
+        x, y, tmp = S(v[0].shape), S(v[0].shape), S(v[0].shape)
+        np.multiply(cy, v[0], out=x)
+        x += np.multiply(sy, v[1], out=tmp)
+        np.multiply(np.float32(-sy), v[0], out=y)
+        y += np.multiply(cy, v[1], out=tmp)
+        return [x, y, v[2]]
+
+    def _cast(self, s: _Surface, origin: np.ndarray, dirs: Planes, inv_dz: np.ndarray,
+              rect: tuple[slice, slice], depth: np.ndarray, owner: Optional[np.ndarray],
+              index: int, S: _Scratch) -> bool:
+        """Intersect the rays in ``rect`` with ``s``; keep the nearer hits in ``depth``/``owner``.
+
+        :param owner: ``[H, W]`` surface index per pixel; None to overwrite ``depth`` (room).
+        :return: whether ``s`` is now the nearest surface at some pixel.
+        """
+        o = self._local_origin(s, origin)
+        won = False
+        for rows in _row_blocks(rect[0], rect[1].stop - rect[1].start):
+            block = rows, rect[1]
+            with S.scope():
+                d = self._to_local(s, [dk[block] for dk in dirs], S)
+                t = self._distance(s, o, d, inv_dz[block], S)
+                if owner is None:
+                    depth[block] = t
+                    continue
+                closer = np.less(t, depth[block], out=S(t.shape, bool))
+                if closer.any():
+                    won = True
+                    np.copyto(owner[block], index, where=closer)
+                    np.minimum(depth[block], t, out=depth[block])
+        return won
+
+    @staticmethod
+    def _distance(s: _Surface, o: np.ndarray, d: Planes, inv_dz: np.ndarray, S: _Scratch
+                  ) -> np.ndarray:
+        """Distances along the rays to the surface, float32, inf for a miss.
+
+        :param o: local ray origin ``[3]``.
+        :param d: local ray directions, three arrays of one shape.
+        :param inv_dz: ``1 / d[2]`` (the same for every surface).
+        """
+        shape = d[0].shape
+        if s.sphere:
+            b, a, tmp = S(shape), S(shape), S(shape)
+            np.multiply(d[0], o[0], out=b)
+            b += np.multiply(d[1], o[1], out=tmp)
+            b += np.multiply(d[2], o[2], out=tmp)
+            np.multiply(d[0], d[0], out=a)
+            a += np.multiply(d[1], d[1], out=tmp)
+            a += np.multiply(d[2], d[2], out=tmp)
+            disc = np.multiply(b, b, out=S(shape))
+            disc -= np.multiply(a, np.float32(o @ o - s.half[0] ** 2), out=tmp)
+            with np.errstate(invalid='ignore'):
+                root = np.sqrt(disc, out=tmp)
+            t = np.negative(b, out=b)
+            t -= root
+            t /= a
+            hit = np.greater_equal(disc, 0, out=S(shape, bool))
+            hit &= np.greater(t, MIN_HIT_DISTANCE, out=S(shape, bool))
+        else:
+            # Exits (and, outside, entries) of the three slabs, in float64; rounding to float32
+            # once at the end equals rounding after every min/max because rounding is monotonic.
+            far, near, t1, t2, inv = (S(shape) for _ in range(5))
+            with np.errstate(divide='ignore', invalid='ignore'):
+                for k in range(3):
+                    if k < 2:
+                        np.divide(np.float32(1.0), d[k], out=inv)
+                    inv_k = inv if k < 2 else inv_dz
+                    np.multiply(np.float32(-s.half[k]) - o[k], inv_k, out=t1)
+                    np.multiply(np.float32(s.half[k]) - o[k], inv_k, out=t2)
+                    if not s.inside:
+                        entry = np.minimum(t1, t2, out=near if k == 0 else inv)
+                        if k > 0:
+                            np.maximum(near, entry, out=near)
+                    exit_ = np.maximum(t1, t2, out=far if k == 0 else t1)
+                    if k > 0:
+                        np.minimum(far, exit_, out=far)
+            far32 = S(shape, np.float32)
+            np.copyto(far32, far)
+            if s.inside:
+                return far32
+            near32 = S(shape, np.float32)
+            np.copyto(near32, near)
+            hit = np.less_equal(near32, far32, out=S(shape, bool))
+            hit &= np.greater(near32, MIN_HIT_DISTANCE, out=S(shape, bool))
+            t = near32
+        result = S(shape, np.float32)
+        result.fill(np.inf)
+        np.copyto(result, t, where=hit)
+        return result
 
     # Shading.
 
-    def _texture(self, s: _Surface, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """Blend weight in [0, 1] (float32) of the second colour at face coordinates ``u, v``."""
-        u, v = u * s.scale, v * s.scale
-        if s.texture == 'checker':
-            w = ((np.floor(u) + np.floor(v)) % 2).astype(np.float32)
-        elif s.texture == 'stripes':
-            w = 0.5 + 0.5 * np.sin(2.0 * u + 0.7 * v).astype(np.float32)
-        elif s.texture == 'bricks':
-            row = np.floor(v * 2)
-            uu = u + 0.5 * (row % 2)
-            mortar = ((v * 2) % 1 < 0.12) | (uu % 1 < 0.06)
-            w = np.where(mortar, 1.0, 0.0).astype(np.float32)
-        else:
-            w = None
-        # The noise table is NOISE_SIZE (a power of two) square, so "& (size - 1)" is the
-        # non-negative modulo; one flat take is much cheaper than 2D fancy indexing.
-        mask = NOISE_SIZE - 1
-        row_idx = (v * 9).astype(np.int64) & mask
-        col_idx = (u * 9).astype(np.int64) & mask
-        grain = self._noise_flat.take(row_idx * NOISE_SIZE + col_idx)
-        return grain if w is None else 0.75 * w + 0.25 * grain
+    def _shade_winner(self, s: _Surface, index: int, origin: np.ndarray, dirs: Planes,
+                      rect: tuple[slice, slice], depth: np.ndarray, owner: np.ndarray,
+                      rgb: np.ndarray, S: _Scratch) -> None:
+        """Shade the pixels of ``rect`` that surface ``index`` wins (gathered into 1D arrays)."""
+        mine = np.equal(owner[rect], index, out=S(depth[rect].shape, bool))
+        count = int(np.count_nonzero(mine))
+        if count == 0:  # hidden behind a primitive later in the list
+            return
+        mine_flat = mine.reshape(-1)
 
-    def _shade(self, s: _Surface, origin: np.ndarray, t: np.ndarray, d_local: Planes,
-               d_world: Planes) -> list[np.ndarray]:
+        def gather(full: np.ndarray) -> np.ndarray:
+            block = S(mine.shape, full.dtype)
+            np.copyto(block, full[rect])
+            return np.compress(mine_flat, block.reshape(-1), out=S(count, full.dtype))
+
+        planes = [S(count, np.uint8) for _ in range(3)]
+        self._shade(s, origin, gather(depth), [gather(d) for d in dirs], planes, S)
+        target = rgb[rect]
+        for k in range(3):
+            target[..., k][mine] = planes[k]
+
+    def _shade(self, s: _Surface, origin: np.ndarray, t: np.ndarray, d_world: Planes,
+               out: Planes, S: _Scratch) -> None:
         """Colour of the surface where it is hit at distance ``t``.
 
         :param origin: ``[3]`` float32 ray origin (world).
         :param t: hit distances (float32, finite), any shape.
-        :param d_local: ray directions in the surface frame, three arrays shaped like ``t``.
         :param d_world: ray directions in the world frame, three arrays shaped like ``t``.
-        :return: red, green and blue uint8 arrays shaped like ``t``.
+        :param out: red, green and blue uint8 arrays shaped like ``t``, written.
         """
+        shape = t.shape
         o = self._local_origin(s, origin)
-        t_world = [t * dk for dk in d_world]
-        t_local = t_world if d_local is d_world else [t * d_local[0], t * d_local[1], t_world[2]]
-        p = [o[k] + t_local[k] for k in range(3)]
-        to_light = [np.float32(light_k) - (origin[k] + t_world[k])
-                    for k, light_k in enumerate(self._light())]
-        norm = np.sqrt(to_light[0] ** 2 + to_light[1] ** 2 + to_light[2] ** 2)
+        d_local = self._to_local(s, d_world, S)
+        t64 = S(shape)
+        np.copyto(t64, t)
+        t_world = [np.multiply(t64, dk, out=S(shape)) for dk in d_world]
+        t_local = t_world if d_local is d_world else [
+            np.multiply(t64, d_local[0], out=S(shape)),
+            np.multiply(t64, d_local[1], out=S(shape)), t_world[2]]
+        p = [np.add(o[k], t_local[k], out=S(shape)) for k in range(3)]
+        to_light = t_world  # overwritten in place: t_local is no longer needed
+        for k, light_k in enumerate(self._light()):
+            np.add(origin[k], t_world[k], out=to_light[k])
+            np.subtract(np.float32(light_k), to_light[k], out=to_light[k])
+        norm, tmp = S(shape), S(shape)
+        np.multiply(to_light[0], to_light[0], out=norm)
+        norm += np.multiply(to_light[1], to_light[1], out=tmp)
+        norm += np.multiply(to_light[2], to_light[2], out=tmp)
+        np.sqrt(norm, out=norm)
         if s.sphere:
-            u = np.arctan2(p[1], p[0]) * s.half[0]
+            u = np.arctan2(p[1], p[0], out=S(shape))
+            u *= s.half[0]
             v = p[2]
             # The normal is stored in float32 before it meets the float64 light vector.
-            n = [(p[k] / np.float32(s.half[0])).astype(np.float32) for k in range(3)]
-            facing = n[0] * to_light[0] + n[1] * to_light[1] + n[2] * to_light[2]
+            facing = S(shape)
+            facing.fill(0.0)
+            n = S(shape, np.float32)
+            for k in range(3):
+                np.divide(p[k], np.float32(s.half[0]), out=n)
+                facing += np.multiply(n, to_light[k], out=tmp)
         else:
-            axis = self._face_axis(s, p)
-            u = np.where(axis == 0, p[1], p[0])
-            v = np.where(axis == 2, p[1], p[2])
-            # The face normal is +-(one rotated axis); the sign drops out of |n . L|.
-            facing = np.choose(axis, self._local_dirs(s, to_light))
-        lambert = np.abs(facing) / norm
-        shade = np.float32(0.35 * 255) + np.float32(0.65 * 255) * lambert
-        w = self._texture(s, u, v)
-        one_minus_w = 1 - w
-        rgb = []
-        for c in range(3):
-            colour = s.colours[0, c] * one_minus_w + s.colours[1, c] * w
-            value = colour * shade
+            axis = self._face_axis(s, p, S)
+            # Face coordinates: the two local axes that lie in the face.
+            u, v = p[0], p[2]
+            np.copyto(u, p[1], where=np.equal(axis, 0, out=S(shape, bool)))
+            np.copyto(v, p[1], where=np.equal(axis, 2, out=S(shape, bool)))
+            # The face normal is +-(one local axis), so |n . L| is one component of L in the
+            # local frame; the sign drops out.
+            local_light = self._to_local(s, to_light, S)
+            facing = local_light[2]
+            np.copyto(facing, local_light[0], where=np.equal(axis, 0, out=S(shape, bool)))
+            np.copyto(facing, local_light[1], where=np.equal(axis, 1, out=S(shape, bool)))
+        shade = np.abs(facing, out=facing)
+        shade /= norm
+        shade *= np.float32(0.65 * 255)
+        shade += np.float32(0.35 * 255)
+        w = self._texture(s, u, v, S)
+        one_minus_w = np.subtract(1, w, out=S(shape, np.float32))
+        colour, tmp32 = S(shape, np.float32), S(shape, np.float32)
+        for k in range(3):
+            np.multiply(s.colours[0, k], one_minus_w, out=colour)
+            colour += np.multiply(s.colours[1, k], w, out=tmp32)
+            value = np.multiply(colour, shade, out=tmp)
             value += 0.5
-            rgb.append(np.clip(value, 0, 255, out=value).astype(np.uint8))
-        return rgb
+            np.clip(value, 0, 255, out=value)
+            np.copyto(out[k], value, casting='unsafe')  # truncates, as astype(uint8)
 
     @staticmethod
-    def _face_axis(s: _Surface, p: Planes) -> np.ndarray:
+    def _face_axis(s: _Surface, p: Planes, S: _Scratch) -> np.ndarray:
         """Which local axis (0, 1, 2) the box face at local points ``p`` is normal to.
 
         The axis where ``|p / half|`` is largest, the first one on ties (as ``argmax``).
         """
-        rel = [np.abs(p[k] / np.float32(s.half[k])) for k in range(3)]
-        axis = (rel[1] > rel[0]).astype(np.int8)
-        axis[rel[2] > np.maximum(rel[0], rel[1])] = 2
+        shape = p[0].shape
+        rel = [np.divide(p[k], np.float32(s.half[k]), out=S(shape)) for k in range(3)]
+        for r in rel:
+            np.abs(r, out=r)
+        axis = S(shape, np.int8)
+        np.copyto(axis, np.greater(rel[1], rel[0], out=S(shape, bool)))
+        largest = np.maximum(rel[0], rel[1], out=rel[0])
+        np.copyto(axis, 2, where=np.greater(rel[2], largest, out=S(shape, bool)))
         return axis
 
     def _light(self) -> tuple[float, float, float]:
         """Point light near the ceiling (world)."""
         return (0.5, -0.4, self.config.room_size[2] - 0.3)
 
-    def render(self, T_world_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Render one view.
+    def _texture(self, s: _Surface, u: np.ndarray, v: np.ndarray, S: _Scratch) -> np.ndarray:
+        """Blend weight in [0, 1] (float32) of the second colour at face coordinates ``u, v``.
 
-        :param T_world_cam: ``[4, 4]`` camera-to-world pose (inside the room).
-        :return: ``(rgb [H, W, 3] uint8, depth [H, W] float32 metres)``.
+        ``u`` and ``v`` (float64) are scaled in place.
         """
-        c, K = self.config, self.K
-        shape = (c.height, c.width)
-        origin = T_world_cam[:3, 3].astype(np.float32)
-        dirs = self._world_dirs(T_world_cam[:3, :3].astype(np.float32))
-        with np.errstate(divide='ignore'):
-            inv_dz = np.float32(1.0) / dirs[2]
-        # The room (first surface) encloses the camera, so it is hit everywhere and fills the
-        # image; the other primitives are tested only inside their projected rectangles.
-        room = self.surfaces[0]
-        best = self._distance(room, self._local_origin(room, origin), dirs, inv_dz)
-        owner = np.zeros(shape, np.int32)
-        winners = []
-        for i, s in enumerate(self.surfaces[1:], start=1):
-            rect = screen_rect(s.corners_world(), T_world_cam, K, c.width, c.height)
-            if rect is None:
-                continue
-            d_world = tuple(d[rect] for d in dirs)
-            d_local = self._local_dirs(s, d_world)
-            t = self._distance(s, self._local_origin(s, origin), d_local, inv_dz[rect])
-            closer = t < best[rect]
-            if closer.any():
-                np.copyto(owner[rect], i, where=closer)
-                np.minimum(best[rect], t, out=best[rect])
-                winners.append((i, s, rect, d_world, d_local))
-        # Shade the room everywhere (it wins most pixels), then paint the winners over it.
-        rgb = np.empty(shape + (3,), np.uint8)
-        for k, plane in enumerate(self._shade(room, origin, best, dirs, dirs)):
-            rgb[..., k] = plane
-        for i, s, rect, d_world, d_local in winners:
-            mine = owner[rect] == i
-            if not mine.any():  # hidden behind a primitive later in the list
-                continue
-            t = best[rect][mine]
-            d_world = [d[mine] for d in d_world]
-            d_local = d_world if s.yaw == 0.0 else [d_local[0][mine], d_local[1][mine],
-                                                    d_world[2]]
-            rgb[rect][mine] = np.stack(self._shade(s, origin, t, d_local, d_world), axis=-1)
-        # Rays have unit z in the camera frame, so the ray parameter is the z-depth.
-        return rgb, best
-
-    def frames(self) -> Iterator[SyntheticFrame]:
-        """Yield every :class:`SyntheticFrame` of the sequence in order."""
-        c = self.config
-        for i in range(c.num_frames):
-            rel = i / c.fps
-            T = self.pose_at(rel)
-            rgb, depth = self.render(T)
-            yield SyntheticFrame(i, c.start_time + rel, rgb, depth, T, self.K)
+        shape = u.shape
+        u *= s.scale
+        v *= s.scale
+        w = S(shape, np.float32)
+        a, b = S(shape), S(shape)
+        if s.texture == 'checker':
+            np.floor(u, out=a)
+            a += np.floor(v, out=b)
+            np.copyto(w, _floor_mod(a, 2, out=b))
+        elif s.texture == 'stripes':
+            np.multiply(u, 2.0, out=a)
+            a += np.multiply(v, 0.7, out=b)
+            np.copyto(w, np.sin(a, out=a))
+            w *= 0.5
+            w += 0.5
+        elif s.texture == 'bricks':
+            v2 = np.multiply(v, 2, out=S(shape))
+            odd_row = _floor_mod(np.floor(v2, out=a), 2, out=b)
+            shifted_u = np.add(u, np.multiply(odd_row, 0.5, out=a), out=a)
+            mortar = np.less(_floor_mod(v2, 1, out=b), 0.12, out=S(shape, bool))
+            mortar |= np.less(_floor_mod(shifted_u, 1, out=b), 0.06, out=S(shape, bool))
+            np.copyto(w, mortar)
+        # The noise table is NOISE_SIZE (a power of two) square, so "& (size - 1)" is the
+        # non-negative modulo; one flat take is much cheaper than 2D fancy indexing.
+        rows, cols = S(shape, np.int64), S(shape, np.int64)
+        np.copyto(rows, np.multiply(v, 9, out=a), casting='unsafe')  # truncates, as astype
+        np.copyto(cols, np.multiply(u, 9, out=a), casting='unsafe')
+        rows &= NOISE_SIZE - 1
+        cols &= NOISE_SIZE - 1
+        rows *= NOISE_SIZE
+        rows += cols
+        grain = np.take(self._noise_flat, rows, out=S(shape, np.float32))
+        if s.texture == 'noise':
+            return grain
+        w *= 0.75
+        grain *= 0.25
+        w += grain
+        return w
