@@ -6,6 +6,7 @@ streaming session. Frame conventions are documented in :mod:`spann3r_ros.frames`
 
 from __future__ import annotations
 
+from collections import deque
 from datetime import datetime, timezone
 import os
 from pathlib import Path
@@ -33,6 +34,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import SetBool, Trigger
 
 from . import session_store
+from .cloud_packer import CloudPacker
 from .conversions import (
     camera_info_msg,
     cloud_msg,
@@ -72,6 +74,13 @@ class Spann3rNode(Node):
         self._checkpoint_sha: Optional[str] = None
         self._map_dirty = False
         self._last_stamp = None
+        # Used by the worker thread only. The map (1 Hz, up to map_max_points) is packed in
+        # temporary buffers rather than pinning memory for its largest size.
+        self._points_packer = CloudPacker()
+        # Path poses already built, so a frame converts only its own pose (see _publish_path).
+        self._path_poses: deque[PoseStamped] = deque(maxlen=MAX_PATH_POSES)
+        self._path_synced = 0
+        self._path_resets = 0
         session, self.model_config = self._load_session(cfg)
         from spann3r_model.mapping import VoxelMap
         voxel_map = VoxelMap(cfg.map_voxel_size, cfg.map_max_points)
@@ -116,6 +125,7 @@ class Spann3rNode(Node):
             worker.session.load_state(state['session_tensors'], state['session_meta'])
             worker.voxel_map.load_state_dict(state['map_state'])
             worker.trajectory[:] = state['trajectory']
+            worker.trajectory_resets += 1
             extra = state['extra']
             worker.segment = int(extra.get('segment', 0))
             worker.segment_to_world = Sim3.from_list(extra.get('segment_to_world',
@@ -233,7 +243,7 @@ class Spann3rNode(Node):
         map_header = Header(stamp=stamp, frame_id=cfg.map_frame)
         cam_header = Header(stamp=stamp, frame_id=cfg.camera_frame_for(out.frame.camera))
         self.pub_points.publish(cloud_msg(map_header, out.points_map, out.rgb, out.conf,
-                                          mask=out.mask))
+                                          mask=out.mask, packer=self._points_packer))
         self.pub_conf.publish(float_image_msg(cam_header, out.conf))
         if out.depth is not None:
             self.pub_depth.publish(float_image_msg(cam_header, out.depth))
@@ -252,10 +262,21 @@ class Spann3rNode(Node):
         self._map_dirty = True
 
     def _publish_path(self, header: Header) -> None:
-        trajectory = self.worker.trajectory_copy()[-MAX_PATH_POSES:]
+        # Only poses added since the last call are converted: rebuilding every pose of a long
+        # trajectory each frame made the cost of a frame grow with the length of the run.
+        worker = self.worker
+        with worker.lock:
+            total, resets = len(worker.trajectory), worker.trajectory_resets
+            if resets != self._path_resets or total < self._path_synced:
+                self._path_poses.clear()
+                self._path_synced, self._path_resets = 0, resets
+            new = worker.trajectory[max(self._path_synced, total - MAX_PATH_POSES):total]
+            self._path_synced = total
+        for stamp, T in new:
+            self._path_poses.append(_pose_stamped(
+                Header(stamp=_time_msg(stamp), frame_id=header.frame_id), T))
         path = PathMsg(header=header)
-        path.poses = [_pose_stamped(Header(stamp=_time_msg(s), frame_id=header.frame_id), T)
-                      for s, T in trajectory]
+        path.poses = list(self._path_poses)
         self.pub_path.publish(path)
 
     def _publish_map(self) -> None:

@@ -16,10 +16,11 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from spann3r_model.geometry import depth_from_pointmap, optical_to_rep103_pose
 from spann3r_model.results import FrameResult, MemoryStats
 
 from .frame_queue import Frame, LatestFrameQueue
-from .frames import points_world_to_map, pose_world_to_map
+from .frames import points_world_to_map
 from .node_config import NodeConfig
 from .segments import correspondences, fit_segment, Sim3
 
@@ -60,6 +61,24 @@ class Output:
     model_time: float
 
 
+@dataclass
+class _ResultGeometry:
+    """What both the map and the published output need of one result, computed once.
+
+    :param points_world: ``[H, W, 3]`` float32 points in the reconstruction's world frame.
+    :param points_map: ``[H, W, 3]`` float32 the same points in the map frame.
+    :param conf: ``[H, W]`` float32 confidence.
+    :param finite: ``[H, W]`` bool, all three coordinates finite.
+    :param mask: ``[H, W]`` bool, finite and at or above ``min_confidence``.
+    """
+
+    points_world: np.ndarray
+    points_map: np.ndarray
+    conf: np.ndarray
+    finite: np.ndarray
+    mask: np.ndarray
+
+
 class ReconstructionWorker:
     """Consume frames, run the session, integrate the map and hand outputs to ``publish``.
 
@@ -81,6 +100,8 @@ class ReconstructionWorker:
         self.queue = LatestFrameQueue()
         self.lock = threading.RLock()
         self.trajectory: list[tuple[float, np.ndarray]] = []
+        #: Incremented whenever the trajectory is cleared (readers cache what they derive).
+        self.trajectory_resets = 0
         self.segment = 0
         self.segment_to_world = Sim3()
         self.processed = 0
@@ -137,6 +158,7 @@ class ReconstructionWorker:
             self.session.reset()
             self.voxel_map.clear()
             self.trajectory.clear()
+            self.trajectory_resets += 1
             self._pending.clear()
             self._recent.clear()
             self._step_count = self._skip_below = self._segment_frames = 0
@@ -168,12 +190,17 @@ class ReconstructionWorker:
             self.processed += 1
             self.last_memory = out.memory
             refined, provisional = out.refined, out.provisional
+            refined_geometry = None
             if refined is not None and refined.index >= self._skip_below:
-                self._integrate(refined)
+                refined_geometry = self._geometry(refined)
+                self._integrate(refined, refined_geometry)
             shown = provisional if self.config.provisional else refined
             if shown is None or shown.index < self._skip_below:
                 return
-            output = self._make_output(shown, out.memory, model_time)
+            # Without provisional output the integrated result is the shown one: reuse its
+            # points, masks and map-frame copy instead of computing them a second time.
+            output = self._make_output(shown, refined_geometry if shown is refined else None,
+                                       out.memory, model_time)
             if refined is not None:
                 for index in [i for i in self._pending if i < refined.index]:
                     del self._pending[index]
@@ -188,43 +215,47 @@ class ReconstructionWorker:
         if refined is not None and self._segment_due(refined):
             self.restart_segment()
 
-    def _world(self, result: FrameResult) -> np.ndarray:
-        return self.segment_to_world.apply_points(result.pts3d)
+    def _geometry(self, result: FrameResult) -> _ResultGeometry:
+        points_world = self.segment_to_world.apply_points(result.pts3d)
+        conf = np.asarray(result.conf, np.float32)
+        finite = np.isfinite(points_world).all(-1)
+        return _ResultGeometry(points_world=points_world,
+                               points_map=points_world_to_map(points_world), conf=conf,
+                               finite=finite,
+                               mask=finite & (conf >= self.config.min_confidence))
 
-    def _integrate(self, refined: FrameResult) -> None:
-        points_world = self._world(refined)
-        conf = np.asarray(refined.conf, np.float32)
+    def _integrate(self, refined: FrameResult, geometry: _ResultGeometry) -> None:
         frame = self._pending.get(refined.index)
         if frame is not None:
-            self._recent.append((frame, points_world, conf))
-        mask = (conf >= self.config.min_confidence) & np.isfinite(points_world).all(-1)
+            self._recent.append((frame, geometry.points_world, geometry.conf))
+        mask = geometry.mask
         if mask.any():
-            self.voxel_map.integrate(points_world_to_map(points_world[mask]),
-                                     np.asarray(refined.rgb)[mask], conf[mask])
+            self.voxel_map.integrate(geometry.points_map[mask], np.asarray(refined.rgb)[mask],
+                                     geometry.conf[mask])
 
-    def _make_output(self, result: FrameResult, memory: MemoryStats,
-                     model_time: float) -> Optional[Output]:
+    def _make_output(self, result: FrameResult, geometry: Optional[_ResultGeometry],
+                     memory: MemoryStats, model_time: float) -> Optional[Output]:
         frame = self._pending.get(result.index)
         if frame is None or frame.stamp != result.stamp:
             frame = next((f for f in self._pending.values() if f.stamp == result.stamp), None)
         if frame is None:
             self.log.warning(f'no input frame for result index {result.index}; dropped')
             return None
-        points_world = self._world(result)
-        finite = np.isfinite(points_world).all(-1)
-        if not finite.any():
+        if geometry is None:
+            geometry = self._geometry(result)
+        if not geometry.finite.any():
             self.nonfinite_outputs += 1
             return None
-        conf = np.asarray(result.conf, np.float32)
         T_map_cam = depth = None
         if result.T_world_cam is not None:
             T_world_cam = self.segment_to_world.apply_pose(np.asarray(result.T_world_cam))
-            T_map_cam = pose_world_to_map(T_world_cam)
-            depth = _depth(points_world, T_world_cam)
-        return Output(frame=frame, index=result.index, points_map=points_world_to_map(
-                          points_world), conf=conf, rgb=np.asarray(result.rgb, np.uint8),
-                      mask=finite & (conf >= self.config.min_confidence), T_map_cam=T_map_cam,
-                      depth=depth, focal=result.focal, provisional=result.provisional,
+            T_map_cam = optical_to_rep103_pose(T_world_cam)
+            depth = np.asarray(depth_from_pointmap(geometry.points_world, T_world_cam),
+                               np.float32)
+        return Output(frame=frame, index=result.index, points_map=geometry.points_map,
+                      conf=geometry.conf, rgb=np.asarray(result.rgb, np.uint8),
+                      mask=geometry.mask, T_map_cam=T_map_cam, depth=depth,
+                      focal=result.focal, provisional=result.provisional,
                       segment=self.segment, memory=memory, model_time=model_time)
 
     # -- segments ---------------------------------------------------------------------------
@@ -281,9 +312,3 @@ class ReconstructionWorker:
                           f'{len(src)} points, scale {sim3.scale:.4f}')
             return True
 
-
-def _depth(points_world: np.ndarray, T_world_cam: np.ndarray) -> np.ndarray:
-    """Depth ``[H, W]`` of world points along the camera's optical axis."""
-    from spann3r_model.geometry import depth_from_pointmap
-
-    return np.asarray(depth_from_pointmap(points_world, T_world_cam), np.float32)
