@@ -159,7 +159,8 @@ class Trainer:
                 self.writer = SummaryWriter(str(self.out / 'tensorboard'))
         if getattr(self, '_rng_state', None) is not None:
             restore_rng(self._rng_state)
-        stopped = False
+        # A run resumed at (or past) its step budget trains nothing more and only exports.
+        stopped = bool(cfg.optim.max_steps) and self.global_step >= cfg.optim.max_steps
         while self.epoch < cfg.optim.epochs and not stopped:
             stopped = self._train_epoch()
             if stopped:

@@ -15,7 +15,7 @@ from spann3r_model.checkpoint import load_model
 from training.config import TrainConfig
 from training.losses import spann3r_loss
 from training.state import load_training_state
-from training.train import split_views, Trainer
+from training.train import main, split_views, Trainer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,6 +63,18 @@ def test_resume_is_bit_exact(scannet_root, tmp_path):
                            a['model']['value_out.weight'])
     saved = yaml.safe_load((tmp_path / 'a' / 'config.yaml').read_text())
     assert saved['optim']['max_steps'] == 4 and saved['model']['preset'] == 'tiny'
+    # Resuming takes the architecture from the checkpoint, not from the config, and a run
+    # already at its step budget trains no further.
+    straight['model']['preset'] = 'released'
+    _run(straight)
+    again = load_training_state(tmp_path / 'a' / 'checkpoint-last.pt')
+    assert again['global_step'] == 4 and again['model_config']['enc_embed_dim'] == 192
+    assert torch.equal(again['model']['value_out.weight'], a['model']['value_out.weight'])
+
+
+def test_cli_reports_bad_configs(tmp_path, caplog):
+    assert main([str(tmp_path / 'missing.yaml')]) == 2
+    assert 'does not exist' in caplog.text
 
 
 @pytest.mark.slow
