@@ -64,3 +64,16 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text('run: [1, 2\n')
     with pytest.raises(ValueError, match='invalid YAML'):
         load_config(bad)
+
+
+def test_trainer_imports_nothing_from_ros():
+    import subprocess
+    import sys
+
+    code = ('import sys, training.train; '
+            'bad = [m for m in sys.modules if m.split(".")[0] in '
+            '("rclpy", "sensor_msgs", "std_msgs", "spann3r_ros")]; print(bad)')
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          cwd=CONFIGS.parents[1], timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == '[]'

@@ -81,3 +81,12 @@ def test_crop_matches_the_official_table():
     assert set(np.unique(out.depth)) == {1.0, 2.0}
     pts, valid = depth_to_world_points(out.depth, out.K, np.eye(4))
     assert valid.all() and np.allclose(pts[..., 2], out.depth)
+
+
+def test_worker_processes_give_the_same_samples(scannet_root):
+    ds = ScanNetLayout(str(scannet_root), num_frames=3, min_gap=1, max_gap=4, image_size=32,
+                       sequences_per_scene=2)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+    for index, sample in enumerate(loader):
+        direct = ds[index]
+        assert all(torch.equal(sample[k], direct[k]) for k in direct)
