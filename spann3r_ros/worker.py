@@ -218,7 +218,7 @@ class ReconstructionWorker:
     def _geometry(self, result: FrameResult) -> _ResultGeometry:
         points_world = self.segment_to_world.apply_points(result.pts3d)
         conf = np.asarray(result.conf, np.float32)
-        finite = np.isfinite(points_world).all(-1)
+        finite = _finite_points(points_world)
         return _ResultGeometry(points_world=points_world,
                                points_map=points_world_to_map(points_world), conf=conf,
                                finite=finite,
@@ -228,10 +228,13 @@ class ReconstructionWorker:
         frame = self._pending.get(refined.index)
         if frame is not None:
             self._recent.append((frame, geometry.points_world, geometry.conf))
-        mask = geometry.mask
-        if mask.any():
-            self.voxel_map.integrate(geometry.points_map[mask], np.asarray(refined.rgb)[mask],
-                                     geometry.conf[mask])
+        # Gathering by index is several times faster than boolean indexing of [H, W, 3].
+        keep = np.flatnonzero(geometry.mask)
+        if len(keep):
+            self.voxel_map.integrate(np.take(geometry.points_map.reshape(-1, 3), keep, axis=0),
+                                     np.take(np.asarray(refined.rgb).reshape(-1, 3), keep,
+                                             axis=0),
+                                     np.take(geometry.conf.reshape(-1), keep))
 
     def _make_output(self, result: FrameResult, geometry: Optional[_ResultGeometry],
                      memory: MemoryStats, model_time: float) -> Optional[Output]:
@@ -312,3 +315,11 @@ class ReconstructionWorker:
                           f'{len(src)} points, scale {sim3.scale:.4f}')
             return True
 
+
+def _finite_points(points: np.ndarray) -> np.ndarray:
+    """Return ``[H, W]`` bool: all three coordinates of ``[H, W, 3]`` points are finite.
+
+    One ``isfinite`` per coordinate plane is about twenty times faster than reducing a
+    ``[H, W, 3]`` bool array over its short last axis.
+    """
+    return np.isfinite(points[..., 0]) & np.isfinite(points[..., 1]) & np.isfinite(points[..., 2])

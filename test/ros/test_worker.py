@@ -1,0 +1,94 @@
+"""The inference worker without ROS: real tiny session and voxel map, work done once."""
+
+import time
+
+from node_harness import smooth_frame
+import numpy as np
+import pytest
+import torch
+
+from spann3r_model.config import EngineConfig, MemoryConfig, TINY
+from spann3r_model.mapping import VoxelMap
+from spann3r_model.session import StreamingSession
+from spann3r_model.spann3r import Spann3R
+from spann3r_ros import worker as worker_module
+from spann3r_ros.frame_queue import Frame
+from spann3r_ros.frames import points_world_to_map
+from spann3r_ros.node_config import NodeConfig
+from spann3r_ros.worker import ReconstructionWorker
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    return Spann3R(TINY).eval()
+
+
+@pytest.fixture(scope='module')
+def reference(model):
+    """Refined results of frames 0..2 straight from a session, and a threshold inside them."""
+    session = _session(model, provisional=False)
+    results = [session.step(smooth_frame(i), 1.0 + i).refined for i in range(4)][1:]
+    return results, float(np.median(results[0].conf))
+
+
+def _session(model, provisional):
+    return StreamingSession(model, MemoryConfig(), EngineConfig(device='cpu', num_threads=1),
+                            provisional=provisional)
+
+
+def _run(model, provisional, n=4, min_confidence=1.0):
+    outputs = []
+    worker = ReconstructionWorker(_session(model, provisional), VoxelMap(0.001, 10**6),
+                                  NodeConfig(min_confidence=min_confidence,
+                                             provisional=provisional),
+                                  outputs.append)
+    for i in range(n):
+        worker.process(Frame(camera=0, stamp=1.0 + i, rgb=smooth_frame(i),
+                             received=time.monotonic()))
+    return worker, outputs
+
+
+def test_finite_points_matches_the_plain_reduction():
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(9, 11, 3)).astype(np.float32)
+    for axis, value in enumerate((np.nan, np.inf, -np.inf)):
+        pts[axis, axis + 1, axis] = value
+        pts[5, axis, axis] = value
+    finite = worker_module._finite_points(pts)
+    np.testing.assert_array_equal(finite, np.isfinite(pts).all(-1))
+    assert finite.sum() == 9 * 11 - 6
+
+
+def test_outputs_and_map_equal_the_session_results_computed_directly(model, reference):
+    results, min_conf = reference
+    worker, outputs = _run(model, provisional=False, min_confidence=min_conf)
+    assert [o.index for o in outputs] == [r.index for r in results] == [0, 1, 2]
+    expected_map = VoxelMap(0.001, 10**6)
+    for out, result in zip(outputs, results):
+        points_map = points_world_to_map(result.pts3d)
+        mask = np.isfinite(points_map).all(-1) & (result.conf >= min_conf)
+        assert out.frame.stamp == result.stamp and not out.provisional
+        np.testing.assert_array_equal(out.points_map, points_map)
+        np.testing.assert_array_equal(out.mask, mask)
+        assert 0 < mask.sum() < mask.size  # the threshold really selects
+        expected_map.integrate(points_map[mask], result.rgb[mask], result.conf[mask])
+    for got, want in zip(worker.voxel_map.arrays(), expected_map.arrays()):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize('provisional, per_step', [(False, 1), (True, 2)])
+def test_each_result_is_prepared_once(model, monkeypatch, provisional, per_step):
+    calls = []
+    original = ReconstructionWorker._geometry
+
+    def counting(self, result):
+        calls.append((result.index, result.provisional))
+        return original(self, result)
+
+    monkeypatch.setattr(ReconstructionWorker, '_geometry', counting)
+    worker, outputs = _run(model, provisional=provisional, n=4)
+    # Frame 0 gives nothing; each later step integrates one refined result and, with
+    # provisional output, also shows its frame's head-2 estimate.
+    assert len(calls) == 3 * per_step and len(outputs) == 3
+    assert len(set(calls)) == len(calls)
