@@ -45,7 +45,8 @@ class LossOutput:
     :param pr_factor: ``[B]`` prediction normalisation factors.
     :param map_losses: ``[M]`` the per-map doubled terms in the official map order
         (head-1 f0, head-1 f1, head-2 f1, ..., head-1 f(N-2), head-2 f(N-2), head-2 f(N-1)).
-    :param details: scalar diagnostics for logging (floats).
+    :param details: scalar diagnostics for logging (floats), including the released code's
+        logging keys (``conf_loss_1``, ``Regr3D_tloss_left`` ...).
     """
 
     total: Tensor
@@ -169,7 +170,7 @@ def spann3r_loss(views: Sequence[Mapping[str, Tensor]],
         ordered += [(i, head1[i], 1), (i, head2[i - 1], 2)]
     ordered.append((n_frames - 1, head2[-1], 2))
 
-    map_losses, regr_means, conf_means = [], [], []
+    map_losses, regr_means, conf_means, map_losses_by_slot = [], [], [], []
     for frame, res, _ in ordered:
         pred_norm = res['pts3d'] / pr_factor[:, None, None, None]
         dist = (pred_norm - gt_norm[frame]).norm(dim=-1)
@@ -179,8 +180,10 @@ def spann3r_loss(views: Sequence[Mapping[str, Tensor]],
         if mean is None:
             regr_means.append(None)
             conf_means.append(None)
+            map_losses_by_slot.append(None)
             continue
         map_losses.append(2.0 * mean)
+        map_losses_by_slot.append(map_losses[-1].detach())
         regr_means.append(_masked_mean(dist.detach(), masks[frame], coupled))
         conf_means.append(_masked_mean(conf.detach(), masks[frame], coupled))
     if not map_losses:
@@ -200,6 +203,36 @@ def spann3r_loss(views: Sequence[Mapping[str, Tensor]],
         'regr_mean': float(torch.stack([r for r in regr_means if r is not None]).mean()),
         'alpha': float(alpha),
     }
+    details.update(_official_details(ordered, map_losses_by_slot, regr_means, conf_means))
     return LossOutput(total=total, conf_loss=conf_loss, scale_loss=scale_loss,
                       gt_factor=gt_factor, pr_factor=pr_factor, map_losses=stacked,
                       details=details)
+
+
+def _official_details(ordered: list, map_losses: list, regr_means: list, conf_means: list
+                      ) -> dict[str, float]:
+    """Return the released code's logging dict under its key names (means pooled per mode).
+
+    ``Regr3D_tconf_*`` average the confidence over all pixels, invalid ones included, as the
+    released code does; a map without valid pixels contributes nothing.
+    """
+    def value(x: Tensor | None) -> float:
+        return float(x) if x is not None else float('nan')
+
+    last = ordered[-1][0]
+    # Frames 1 .. N-2 have one map of each head; the details sum over them per head.
+    left = [k for k, (frame, _, head) in enumerate(ordered) if 0 < frame < last and head == 1]
+    right = [k for k, (frame, _, head) in enumerate(ordered) if 0 < frame < last and head == 2]
+    valid_conf = [c for c in conf_means if c is not None]
+    out = {
+        'conf_loss_1': value(map_losses[0]) if map_losses else float('nan'),
+        'conf_loss2': value(map_losses[1]) if len(map_losses) > 1 else float('nan'),
+        'conf_mean': float(torch.stack(valid_conf).mean()) if valid_conf else float('nan'),
+        'Regr3D_t_pts3d_1': value(regr_means[0]),
+        'Regr3D_t_pts3d_2': value(regr_means[1]) if len(regr_means) > 1 else float('nan'),
+        'Regr3D_tloss_left': sum(value(regr_means[k]) for k in left),
+        'Regr3D_tloss_right': sum(value(regr_means[k]) for k in right),
+        'Regr3D_tconf_left': sum(float(ordered[k][1]['conf'].detach().mean()) for k in left),
+        'Regr3D_tconf_right': sum(float(ordered[k][1]['conf'].detach().mean()) for k in right),
+    }
+    return out

@@ -45,6 +45,8 @@ def test_matches_official_fixture_scalars_and_gradients(data_dir):
             assert _close(float(out.scale_loss.detach()), float(expected['scale_loss']))
             assert _close(float(out.gt_factor[0].detach()), expected['gt_factor'][0])
             assert _close(float(out.pr_factor[0].detach()), expected['pr_factor'][0])
+            for key, want in expected['details'].items():
+                assert _close(out.details[key], want), (case, key, out.details[key], want)
             per_map = [m['conf_loss_x2'] for m in expected['maps']]
             for got, want in zip(out.map_losses.tolist(), per_map):
                 assert _close(got, want)
