@@ -35,9 +35,11 @@ RECT_MARGIN_PX = 2
 # Box geometry is clipped at this camera depth before projection; it is below MIN_HIT_DISTANCE, so
 # no hit is lost, and keeps the projection finite for boxes that straddle the image plane.
 CLIP_DEPTH = 1e-5
-# Pixels per block of work: temporaries stay cache-sized, and a 16384 x 3 x 3 matrix product stays
-# under OpenBLAS's single-thread threshold (2**18).
-BLOCK_PIXELS = 16384
+# Pixels per block of work: big enough that numpy's per-call overhead is small, small enough that
+# the temporaries of a block stay in cache.
+BLOCK_PIXELS = 32768
+# Rows per matrix product: 16384 x 3 x 3 stays under OpenBLAS's single-thread threshold (2**18).
+GEMM_ROWS = 16384
 
 # Corner i of a box has sign bit 0, 1, 2 for x, y, z; edges join corners that differ in one bit.
 _CORNER_SIGNS = np.array([[1 if i & b else -1 for b in (1, 2, 4)] for i in range(8)], np.float64)
@@ -236,9 +238,12 @@ def _floor_mod(x: np.ndarray, m: float, out: np.ndarray) -> np.ndarray:
     remainder once, as numpy's ``fmod(x, m) + m`` does for negative ``x``; for ``x >= 0`` both
     are exact.
     """
-    np.multiply(x, 1.0 / m, out=out)
-    np.floor(out, out=out)
-    out *= m
+    if m == 1:
+        np.floor(x, out=out)
+    else:
+        np.multiply(x, 1.0 / m, out=out)
+        np.floor(out, out=out)
+        out *= m
     return np.subtract(x, out, out=out)
 
 
@@ -277,6 +282,10 @@ class SyntheticScene:
             surface.sphere = True
             self.surfaces.append(surface)
         self._noise_flat = self.noise.ravel()
+        self._colour_tables: dict[tuple, np.ndarray] = {}
+        # Noise-table indices come from face coordinates times at most 81 (scale 9, then 9),
+        # bounded by the room: int32 is exact unless the room is thousands of kilometres wide.
+        self._index_dtype = np.int32 if max(self.config.room_size) * 81 < 2 ** 30 else np.int64
         self._rays: Optional[np.ndarray] = None
         # Idle scratch memories; a render takes one (or makes one), so threads never share one.
         self._idle_scratch: list[_Scratch] = []
@@ -396,12 +405,12 @@ class SyntheticScene:
         rays = self._camera_rays()
         R_T = R.astype(np.float64).T
         dirs = S((3, len(rays)))
-        product = S((BLOCK_PIXELS, 3))
+        product = S((GEMM_ROWS, 3))
         # One small GEMM per block of rows: OpenBLAS starts threads for a single large one,
         # which on a busy machine costs up to a hundred times the product itself. Each element
         # is the same chain of fused multiply-adds over k, however the rows are blocked.
-        for start in range(0, len(rays), BLOCK_PIXELS):
-            block = rays[start:start + BLOCK_PIXELS]
+        for start in range(0, len(rays), GEMM_ROWS):
+            block = rays[start:start + GEMM_ROWS]
             np.matmul(block, R_T, out=product[:len(block)])
             dirs[:, start:start + len(block)] = product[:len(block)].T
         return list(dirs.reshape(3, self.config.height, self.config.width))
@@ -590,13 +599,10 @@ class SyntheticScene:
         shade /= norm
         shade *= np.float32(0.65 * 255)
         shade += np.float32(0.35 * 255)
-        w = self._texture(s, u, v, S)
-        one_minus_w = np.subtract(1, w, out=S(shape, np.float32))
-        colour, tmp32 = S(shape, np.float32), S(shape, np.float32)
+        colour = self._colour(s, u, v, S)
+        value = tmp
         for k in range(3):
-            np.multiply(s.colours[0, k], one_minus_w, out=colour)
-            colour += np.multiply(s.colours[1, k], w, out=tmp32)
-            value = np.multiply(colour, shade, out=tmp)
+            np.multiply(colour[k], shade, out=value)
             value += 0.5
             np.clip(value, 0, 255, out=value)
             np.copyto(out[k], value, casting='unsafe')  # truncates, as astype(uint8)
@@ -621,46 +627,76 @@ class SyntheticScene:
         """Point light near the ceiling (world)."""
         return (0.5, -0.4, self.config.room_size[2] - 0.3)
 
-    def _texture(self, s: _Surface, u: np.ndarray, v: np.ndarray, S: _Scratch) -> np.ndarray:
-        """Blend weight in [0, 1] (float32) of the second colour at face coordinates ``u, v``.
+    def _colour(self, s: _Surface, u: np.ndarray, v: np.ndarray, S: _Scratch) -> Planes:
+        """Texture colour (three float32 arrays) at face coordinates ``u, v`` (float64).
 
-        ``u`` and ``v`` (float64) are scaled in place.
+        The colour blends the two colours of the surface with a weight made of a pattern and
+        a grain from the noise table. Except for stripes, the pattern is 0 or 1, so the colour
+        is one of ``2 * NOISE_SIZE**2`` values per channel: those come from a table computed
+        with the same float32 operations. ``u`` and ``v`` are scaled in place.
         """
         shape = u.shape
         u *= s.scale
         v *= s.scale
-        w = S(shape, np.float32)
         a, b = S(shape), S(shape)
+        pattern = None
         if s.texture == 'checker':
             np.floor(u, out=a)
             a += np.floor(v, out=b)
-            np.copyto(w, _floor_mod(a, 2, out=b))
+            pattern = _floor_mod(a, 2, out=b)
         elif s.texture == 'stripes':
             np.multiply(u, 2.0, out=a)
             a += np.multiply(v, 0.7, out=b)
-            np.copyto(w, np.sin(a, out=a))
-            w *= 0.5
-            w += 0.5
+            stripes = S(shape, np.float32)
+            np.copyto(stripes, np.sin(a, out=a))
+            stripes *= 0.5
+            stripes += 0.5
         elif s.texture == 'bricks':
             v2 = np.multiply(v, 2, out=S(shape))
             odd_row = _floor_mod(np.floor(v2, out=a), 2, out=b)
             shifted_u = np.add(u, np.multiply(odd_row, 0.5, out=a), out=a)
-            mortar = np.less(_floor_mod(v2, 1, out=b), 0.12, out=S(shape, bool))
-            mortar |= np.less(_floor_mod(shifted_u, 1, out=b), 0.06, out=S(shape, bool))
-            np.copyto(w, mortar)
-        # The noise table is NOISE_SIZE (a power of two) square, so "& (size - 1)" is the
-        # non-negative modulo; one flat take is much cheaper than 2D fancy indexing.
-        rows, cols = S(shape, np.int64), S(shape, np.int64)
-        np.copyto(rows, np.multiply(v, 9, out=a), casting='unsafe')  # truncates, as astype
+            pattern = np.less(_floor_mod(v2, 1, out=b), 0.12, out=S(shape, bool))
+            pattern |= np.less(_floor_mod(shifted_u, 1, out=b), 0.06, out=S(shape, bool))
+        # Index into the noise table. It is NOISE_SIZE (a power of two) square, so
+        # "& (size - 1)" is the non-negative modulo; int32 is exact (see _index_dtype).
+        index, cols = S(shape, self._index_dtype), S(shape, self._index_dtype)
+        np.copyto(index, np.multiply(v, 9, out=a), casting='unsafe')  # truncates, as astype
         np.copyto(cols, np.multiply(u, 9, out=a), casting='unsafe')
-        rows &= NOISE_SIZE - 1
+        index &= NOISE_SIZE - 1
         cols &= NOISE_SIZE - 1
-        rows *= NOISE_SIZE
-        rows += cols
-        grain = np.take(self._noise_flat, rows, out=S(shape, np.float32))
-        if s.texture == 'noise':
-            return grain
-        w *= 0.75
-        grain *= 0.25
-        w += grain
-        return w
+        index *= NOISE_SIZE
+        index += cols
+        colour = [S(shape, np.float32) for _ in range(3)]
+        if s.texture != 'stripes':
+            if pattern is not None:
+                np.copyto(cols, pattern, casting='unsafe')
+                cols *= NOISE_SIZE * NOISE_SIZE
+                index += cols
+            for k, table in enumerate(self._colour_table(s)):
+                np.take(table, index, out=colour[k])
+            return colour
+        w = np.take(self._noise_flat, index, out=S(shape, np.float32))
+        w *= 0.25
+        stripes *= 0.75
+        w += stripes
+        one_minus_w = np.subtract(1, w, out=S(shape, np.float32))
+        for k in range(3):
+            np.multiply(s.colours[0, k], one_minus_w, out=colour[k])
+            colour[k] += np.multiply(s.colours[1, k], w, out=stripes)
+        return colour
+
+    def _colour_table(self, s: _Surface) -> np.ndarray:
+        """``[3, 2 * NOISE_SIZE**2]`` float32 colours by (pattern 0/1, noise cell)."""
+        key = (s.texture == 'noise', s.colours.tobytes())
+        table = self._colour_tables.get(key)
+        if table is None:
+            grain = self._noise_flat
+            if s.texture == 'noise':
+                w = np.concatenate([grain, grain])
+            else:
+                pattern = np.repeat(np.array([0, 1], np.float32), grain.size)
+                w = 0.75 * pattern + 0.25 * np.concatenate([grain, grain])
+            table = np.stack([s.colours[0, k] * (1 - w) + s.colours[1, k] * w
+                              for k in range(3)])
+            self._colour_tables[key] = table
+        return table
