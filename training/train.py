@@ -71,6 +71,8 @@ class Trainer:
             self.model_config = ModelConfig.from_dict(self.state['model_config'])
         else:
             self.model_config = ModelConfig.preset(config.model.preset)
+        # Every rank uses the same seed: the initial weights agree, and the ranks' torch random
+        # states stay identical (same shapes drawn), so rank 0's saved state resumes them all.
         torch.manual_seed(config.run.seed)
         init = 'scratch' if self.state is not None else config.model.init
         self.model = build_model(self.model_config, init, config.model.checkpoint, self.device)
