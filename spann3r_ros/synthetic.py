@@ -382,8 +382,7 @@ class SyntheticScene:
                 self._shade(self.surfaces[0], origin, depth[rows], [d[rows] for d in dirs],
                             [rgb[rows, :, k] for k in range(3)], S)
         for i, s, rect in winners:
-            with S.scope():
-                self._shade_winner(s, i, origin, dirs, rect, depth, owner, rgb, S)
+            self._shade_winner(s, i, origin, dirs, rect, depth, owner, rgb, S)
         # Rays have unit z in the camera frame, so the ray parameter is the z-depth.
         return rgb, depth
 
@@ -489,6 +488,9 @@ class SyntheticScene:
             t /= a
             hit = np.greater_equal(disc, 0, out=S(shape, bool))
             hit &= np.greater(t, MIN_HIT_DISTANCE, out=S(shape, bool))
+            t32 = S(shape, np.float32)
+            np.copyto(t32, t)
+            t = t32
         else:
             # Exits (and, outside, entries) of the three slabs, in float64; rounding to float32
             # once at the end equals rounding after every min/max because rounding is monotonic.
@@ -516,33 +518,34 @@ class SyntheticScene:
             hit = np.less_equal(near32, far32, out=S(shape, bool))
             hit &= np.greater(near32, MIN_HIT_DISTANCE, out=S(shape, bool))
             t = near32
-        result = S(shape, np.float32)
-        result.fill(np.inf)
-        np.copyto(result, t, where=hit)
-        return result
+        np.putmask(t, np.logical_not(hit, out=hit), np.inf)
+        return t
 
     # Shading.
 
     def _shade_winner(self, s: _Surface, index: int, origin: np.ndarray, dirs: Planes,
                       rect: tuple[slice, slice], depth: np.ndarray, owner: np.ndarray,
                       rgb: np.ndarray, S: _Scratch) -> None:
-        """Shade the pixels of ``rect`` that surface ``index`` wins (gathered into 1D arrays)."""
-        mine = np.equal(owner[rect], index, out=S(depth[rect].shape, bool))
-        count = int(np.count_nonzero(mine))
-        if count == 0:  # hidden behind a primitive later in the list
-            return
-        mine_flat = mine.reshape(-1)
+        """Shade the pixels of ``rect`` that surface ``index`` wins, gathered into 1D arrays."""
+        for rows in _row_blocks(rect[0], rect[1].stop - rect[1].start):
+            block = rows, rect[1]
+            with S.scope():
+                mine = np.equal(owner[block], index, out=S(depth[block].shape, bool))
+                count = int(np.count_nonzero(mine))
+                if count == 0:  # not in these rows, or hidden behind a later primitive
+                    continue
+                mine_flat = mine.reshape(-1)
 
-        def gather(full: np.ndarray) -> np.ndarray:
-            block = S(mine.shape, full.dtype)
-            np.copyto(block, full[rect])
-            return np.compress(mine_flat, block.reshape(-1), out=S(count, full.dtype))
+                def gather(full: np.ndarray) -> np.ndarray:
+                    dense = S(mine.shape, full.dtype)
+                    np.copyto(dense, full[block])
+                    return np.compress(mine_flat, dense.reshape(-1), out=S(count, full.dtype))
 
-        planes = [S(count, np.uint8) for _ in range(3)]
-        self._shade(s, origin, gather(depth), [gather(d) for d in dirs], planes, S)
-        target = rgb[rect]
-        for k in range(3):
-            target[..., k][mine] = planes[k]
+                planes = [S(count, np.uint8) for _ in range(3)]
+                self._shade(s, origin, gather(depth), [gather(d) for d in dirs], planes, S)
+                target = rgb[block]
+                for k in range(3):
+                    target[..., k][mine] = planes[k]
 
     def _shade(self, s: _Surface, origin: np.ndarray, t: np.ndarray, d_world: Planes,
                out: Planes, S: _Scratch) -> None:
@@ -587,14 +590,15 @@ class SyntheticScene:
             axis = self._face_axis(s, p, S)
             # Face coordinates: the two local axes that lie in the face.
             u, v = p[0], p[2]
-            np.copyto(u, p[1], where=np.equal(axis, 0, out=S(shape, bool)))
-            np.copyto(v, p[1], where=np.equal(axis, 2, out=S(shape, bool)))
+            normal_x = np.equal(axis, 0, out=S(shape, bool))
+            np.putmask(u, normal_x, p[1])
+            np.putmask(v, np.equal(axis, 2, out=S(shape, bool)), p[1])
             # The face normal is +-(one local axis), so |n . L| is one component of L in the
             # local frame; the sign drops out.
             local_light = self._to_local(s, to_light, S)
             facing = local_light[2]
-            np.copyto(facing, local_light[0], where=np.equal(axis, 0, out=S(shape, bool)))
-            np.copyto(facing, local_light[1], where=np.equal(axis, 1, out=S(shape, bool)))
+            np.putmask(facing, normal_x, local_light[0])
+            np.putmask(facing, np.equal(axis, 1, out=S(shape, bool)), local_light[1])
         shade = np.abs(facing, out=facing)
         shade /= norm
         shade *= np.float32(0.65 * 255)
@@ -620,7 +624,7 @@ class SyntheticScene:
         axis = S(shape, np.int8)
         np.copyto(axis, np.greater(rel[1], rel[0], out=S(shape, bool)))
         largest = np.maximum(rel[0], rel[1], out=rel[0])
-        np.copyto(axis, 2, where=np.greater(rel[2], largest, out=S(shape, bool)))
+        np.putmask(axis, np.greater(rel[2], largest, out=S(shape, bool)), 2)
         return axis
 
     def _light(self) -> tuple[float, float, float]:
