@@ -5,8 +5,10 @@ from pathlib import Path
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
+import torch
 from training_scenes import (
     consistent_with_render,
     render_sequence,
@@ -95,3 +97,23 @@ print('ok')
     done = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == 'ok', done.stderr[-2000:]
+
+
+def test_co3d_replaces_a_frame_without_valid_depth(tmp_path, frames):
+    root = write_co3d(tmp_path / 'co3d', frames)
+    empty = np.zeros(frames[0][1].shape, np.uint8)
+    mask_dir = root / 'apple' / '110_13051_23361' / 'masks'
+    for i in (2, 3):
+        cv2.imwrite(str(mask_dir / f'frame{i:06d}.png'), empty)
+    ds = build_dataset('co3d', {'root': str(root), 'use_comb': False, 'mask_bg': True,
+                                'min_gap': 1, 'max_gap': 2, 'sequences_per_scene': 6},
+                       defaults=DEFAULTS)
+    for index in range(6):
+        sample = ds[index]
+        assert bool(sample['valid_mask'].any(dim=(1, 2)).all())
+        # Frames 2 and 3 never appear: their depth is fully masked out.
+        assert consistent_with_render(sample, frames) > 0.99
+        poses = sample['camera_pose'][:, :3, 3]
+        for i in (2, 3):
+            assert not bool((poses - torch.from_numpy(frames[i][3][:3, 3]).float())
+                            .norm(dim=1).lt(1e-5).any())

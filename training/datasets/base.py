@@ -121,6 +121,31 @@ class SequenceDataset(Dataset):
                          'frame without valid depth or an implausible depth range); check the '
                          'data')
 
+    def frame_substitutes(self, scene: str, frame_id: str, rng: np.random.Generator
+                          ) -> Sequence[str]:
+        """Return frames to try, in order, when ``frame_id`` has no valid depth (none here)."""
+        return ()
+
+    def _load_one(self, scene: str, frame_id: str):
+        frame = self.load_frame(scene, frame_id)
+        if not np.isfinite(frame.T_world_cam).all():
+            return None
+        cropped = crop_frame(frame, self.image_size)
+        pts, valid = depth_to_world_points(cropped.depth, cropped.K, frame.T_world_cam)
+        if not valid.any():
+            return None
+        return frame, cropped, pts, valid
+
+    def _load_usable(self, scene: str, frame_id: str, rng: np.random.Generator):
+        loaded = self._load_one(scene, frame_id)
+        if loaded is not None:
+            return loaded
+        for other in self.frame_substitutes(scene, frame_id, rng):
+            loaded = self._load_one(scene, other)
+            if loaded is not None:
+                return loaded
+        return None
+
     def _try_sequence(self, scene: str, rng: np.random.Generator, index: int
                       ) -> dict[str, torch.Tensor] | None:
         frame_ids = self.pick_frames(scene, rng, index)
@@ -130,15 +155,12 @@ class SequenceDataset(Dataset):
         out: dict[str, list] = {k: [] for k in ('img', 'pts3d', 'valid_mask', 'camera_pose',
                                                 'camera_intrinsics', 'rgb')}
         for frame_id in frame_ids:
-            frame = self.load_frame(scene, frame_id)
-            if not np.isfinite(frame.T_world_cam).all():
+            loaded = self._load_usable(scene, frame_id, rng)
+            if loaded is None:
                 return None
-            cropped = crop_frame(frame, self.image_size)
+            frame, cropped, pts, valid = loaded
             frames.append(frame)
             depths.append(cropped.depth)
-            pts, valid = depth_to_world_points(cropped.depth, cropped.K, frame.T_world_cam)
-            if not valid.any():
-                return None
             jitter = draw_jitter(rng) if self.color_jitter else None
             out['img'].append(model_image(cropped.rgb, jitter))
             out['pts3d'].append(torch.from_numpy(pts))

@@ -15,7 +15,8 @@ positions in ``[0, 100)`` whose consecutive gaps are multiples of 5 in ``(lb, ub
 over all such combinations) and jitters each position by +-4; ``use_comb=False`` uses the
 curriculum window. ``mask_bg`` (true, false or ``rand``) zeroes the background depth. Sequences
 whose depth ranges disagree (max/min of the frames' ``maximum_depth`` > 100, or > 10 times the
-first frame's) are redrawn.
+first frame's) are redrawn. A frame without valid depth (e.g. the object out of view) is
+replaced by the nearest usable frame in a random direction.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from .frames import Frame
 from .io import read_raw, read_rgb
 
 _POOL = 100
+#: Neighbouring frames tried in place of one without valid depth.
+MAX_SUBSTITUTES = 20
 
 
 class Co3dLayout(SequenceDataset):
@@ -110,6 +113,19 @@ class Co3dLayout(SequenceDataset):
             depth = depth * mask
         return Frame(rgb=read_rgb(folder / 'images' / f'{stem}.jpg'), depth=depth, K=K,
                      T_world_cam=T, name=f'{scene}/{stem}', meta={'maximum_depth': max_depth})
+
+    def frame_substitutes(self, scene: str, frame_id: str, rng: np.random.Generator
+                          ) -> Sequence[str]:
+        """Walk the pool from ``frame_id`` in a random direction, as the released reader does.
+
+        Bounded to :data:`MAX_SUBSTITUTES` frames so a sequence of empty masks cannot stall
+        the loader.
+        """
+        pool = self.pools[scene]
+        start = pool.index(int(frame_id))
+        step = 1 if rng.integers(0, 2) else -1
+        count = min(len(pool) - 1, MAX_SUBSTITUTES)
+        return [str(pool[(start + step * k) % len(pool)]) for k in range(1, count + 1)]
 
     def accept_sequence(self, frames: list[Frame], cropped_depths: list[np.ndarray]) -> bool:
         """Reject sequences whose frames' depth ranges disagree wildly."""
