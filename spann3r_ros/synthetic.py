@@ -362,35 +362,38 @@ class SyntheticScene:
     def _render(self, T_world_cam: np.ndarray, S: _Scratch) -> tuple[np.ndarray, np.ndarray]:
         c, K = self.config, self.K
         shape = (c.height, c.width)
-        full = slice(0, c.height), slice(0, c.width)
         origin = T_world_cam[:3, 3].astype(np.float32)
         dirs = self._world_dirs(T_world_cam[:3, :3].astype(np.float32), S)
         inv_dz = S(shape)
         with np.errstate(divide='ignore'):
             np.divide(1.0, dirs[2], out=inv_dz)
-        # The room (first surface) encloses the camera, so it is hit everywhere and fills the
-        # image; the other primitives are tested only inside their projected rectangles.
+        # The room (first surface) encloses the camera: its walls are the depth everywhere until
+        # something nearer is found. It is shaded everywhere too (it wins most pixels), right
+        # away while its rays are in cache; the primitives that win pixels paint over it.
+        room = self.surfaces[0]
+        room_origin = self._local_origin(room, origin)
         depth = np.empty(shape, np.float32)
+        rgb = np.empty(shape + (3,), np.uint8)
+        for rows in _row_blocks(slice(0, c.height), c.width):
+            with S.scope():
+                d = [dk[rows] for dk in dirs]
+                depth[rows] = self._distance(room, room_origin, d, inv_dz[rows], S)
+                self._shade(room, origin, depth[rows], d, [rgb[rows, :, k] for k in range(3)], S)
+        # The other primitives are tested only inside their projected rectangles.
         owner = S(shape, np.int32)
         owner.fill(0)
-        self._cast(self.surfaces[0], origin, dirs, inv_dz, full, depth, None, 0, S)
         winners = []
         for i, s in enumerate(self.surfaces[1:], start=1):
             rect = screen_rect(s.corners_world(), T_world_cam, K, c.width, c.height)
             if rect is not None and self._cast(s, origin, dirs, inv_dz, rect, depth, owner, i, S):
                 winners.append((i, s, rect))
-        rgb = np.empty(shape + (3,), np.uint8)
-        # Shade the room everywhere (it wins most pixels), then paint the winners over it.
-        for rows in _row_blocks(full[0], c.width):
-            with S.scope():
-                self._shade(self.surfaces[0], origin, depth[rows], [d[rows] for d in dirs],
-                            [rgb[rows, :, k] for k in range(3)], S)
         for i, s, rect in winners:
             self._shade_winner(s, i, origin, dirs, rect, depth, owner, rgb, S)
         # Rays have unit z in the camera frame, so the ray parameter is the z-depth.
         return rgb, depth
 
     def _camera_rays(self) -> np.ndarray:
+        """``[H * W, 3]`` float64 camera-frame ray directions with unit z (cached)."""
         if self._rays is None:
             c, K = self.config, self.K
             u, v = np.meshgrid(np.arange(c.width, dtype=np.float32),
@@ -441,11 +444,11 @@ class SyntheticScene:
         return [x, y, v[2]]
 
     def _cast(self, s: _Surface, origin: np.ndarray, dirs: Planes, inv_dz: np.ndarray,
-              rect: tuple[slice, slice], depth: np.ndarray, owner: Optional[np.ndarray],
-              index: int, S: _Scratch) -> bool:
+              rect: tuple[slice, slice], depth: np.ndarray, owner: np.ndarray, index: int,
+              S: _Scratch) -> bool:
         """Intersect the rays in ``rect`` with ``s``; keep the nearer hits in ``depth``/``owner``.
 
-        :param owner: ``[H, W]`` surface index per pixel; None to overwrite ``depth`` (room).
+        :param owner: ``[H, W]`` index of the nearest surface so far, per pixel.
         :return: whether ``s`` is now the nearest surface at some pixel.
         """
         o = self._local_origin(s, origin)
@@ -455,9 +458,6 @@ class SyntheticScene:
             with S.scope():
                 d = self._to_local(s, [dk[block] for dk in dirs], S)
                 t = self._distance(s, o, d, inv_dz[block], S)
-                if owner is None:
-                    depth[block] = t
-                    continue
                 closer = np.less(t, depth[block], out=S(t.shape, bool))
                 if closer.any():
                     won = True
