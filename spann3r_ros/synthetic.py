@@ -236,11 +236,12 @@ def _row_blocks(rows: slice, width: int) -> Iterator[slice]:
 
 
 def _floor_mod(x: np.ndarray, m: float, out: np.ndarray) -> np.ndarray:
-    """``x % m`` for a power of two ``m``, bit for bit, at a fraction of numpy's cost.
+    """``x % m`` for ``m`` in (1, 2), bit for bit, at a fraction of numpy's cost.
 
     ``x / m`` and ``m * floor(x / m)`` are exact, and ``x - m * floor(x / m)`` rounds the exact
     remainder once, as numpy's ``fmod(x, m) + m`` does for negative ``x``; for ``x >= 0`` both
-    are exact.
+    are exact. The one exception is ``x = -2**-1074`` with ``m = 2`` (halving underflows to
+    zero), far below any texture coordinate.
     """
     if m == 1:
         np.floor(x, out=out)

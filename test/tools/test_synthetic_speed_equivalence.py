@@ -12,7 +12,13 @@ import threading
 import numpy as np
 import pytest
 
-from spann3r_ros.synthetic import screen_rect, SyntheticConfig, SyntheticScene, TEXTURES
+from spann3r_ros.synthetic import (
+    _floor_mod,
+    screen_rect,
+    SyntheticConfig,
+    SyntheticScene,
+    TEXTURES,
+)
 
 
 def _to_local(s, origin, dirs):
@@ -238,3 +244,19 @@ def test_scratch_memory_is_not_shared_between_threads_or_copies():
     assert np.array_equal(expected[0][0], again[0]) and expected[0][0] is not again[0]
     clone = pickle.loads(pickle.dumps(scene))
     assert np.array_equal(clone.render(poses[3])[0], expected[3][0])
+
+
+@pytest.mark.parametrize('m', [1, 2])
+def test_floor_mod_is_numpy_remainder_bit_for_bit(m):
+    # Everything but -2**-1074 (documented exception).
+    rng = np.random.default_rng(m)
+    x = np.concatenate([
+        rng.normal(scale=50.0, size=20000),
+        np.floor(rng.normal(scale=50.0, size=2000)),  # integers, where the result is 0 or 1
+        [-1e-20, 1e-20, -1e-300, -3 * 2.0 ** -1074, 5e-324, -0.0, 0.0, -1.0, -2.0, -3.0,
+         2.0 ** 60, -(2.0 ** 60), -1 + 2 ** -52, -4.5, 4.5, 1.9999999999999998,
+         -1.9999999999999998]])
+    got = _floor_mod(x, m, out=np.empty_like(x))
+    expected = x % m
+    assert np.array_equal(got, expected)
+    assert np.array_equal(got.view(np.int64) == 0, expected.view(np.int64) == 0)  # no -0.0
