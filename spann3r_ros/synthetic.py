@@ -466,8 +466,8 @@ class SyntheticScene:
                     np.minimum(depth[block], t, out=depth[block])
         return won
 
-    @staticmethod
-    def _distance(s: _Surface, o: np.ndarray, d: Planes, inv_dz: np.ndarray, S: _Scratch
+    @classmethod
+    def _distance(cls, s: _Surface, o: np.ndarray, d: Planes, inv_dz: np.ndarray, S: _Scratch
                   ) -> np.ndarray:
         """Distances along the rays to the surface, float32, inf for a miss.
 
@@ -475,56 +475,74 @@ class SyntheticScene:
         :param d: local ray directions, three arrays of one shape.
         :param inv_dz: ``1 / d[2]`` (the same for every surface).
         """
-        shape = d[0].shape
         if s.sphere:
-            b, a, tmp = S(shape), S(shape), S(shape)
-            np.multiply(d[0], o[0], out=b)
-            b += np.multiply(d[1], o[1], out=tmp)
-            b += np.multiply(d[2], o[2], out=tmp)
-            np.multiply(d[0], d[0], out=a)
-            a += np.multiply(d[1], d[1], out=tmp)
-            a += np.multiply(d[2], d[2], out=tmp)
-            disc = np.multiply(b, b, out=S(shape))
-            disc -= np.multiply(a, np.float32(o @ o - s.half[0] ** 2), out=tmp)
-            with np.errstate(invalid='ignore'):
-                root = np.sqrt(disc, out=tmp)
-            t = np.negative(b, out=b)
-            t -= root
-            t /= a
-            hit = np.greater_equal(disc, 0, out=S(shape, bool))
-            hit &= np.greater(t, MIN_HIT_DISTANCE, out=S(shape, bool))
-            t32 = S(shape, np.float32)
-            np.copyto(t32, t)
-            t = t32
+            t, hit = cls._sphere_hits(s, o, d, S)
+        elif s.inside:
+            return cls._slab_exits(s, o, d, inv_dz, S)[1]
         else:
-            # Exits (and, outside, entries) of the three slabs, in float64; rounding to float32
-            # once at the end equals rounding after every min/max because rounding is monotonic.
-            far, near, t1, t2, inv = (S(shape) for _ in range(5))
-            with np.errstate(divide='ignore', invalid='ignore'):
-                for k in range(3):
-                    if k < 2:
-                        np.divide(np.float32(1.0), d[k], out=inv)
-                    inv_k = inv if k < 2 else inv_dz
-                    np.multiply(np.float32(-s.half[k]) - o[k], inv_k, out=t1)
-                    np.multiply(np.float32(s.half[k]) - o[k], inv_k, out=t2)
-                    if not s.inside:
-                        entry = np.minimum(t1, t2, out=near if k == 0 else inv)
-                        if k > 0:
-                            np.maximum(near, entry, out=near)
-                    exit_ = np.maximum(t1, t2, out=far if k == 0 else t1)
-                    if k > 0:
-                        np.minimum(far, exit_, out=far)
-            far32 = S(shape, np.float32)
-            np.copyto(far32, far)
-            if s.inside:
-                return far32
-            near32 = S(shape, np.float32)
-            np.copyto(near32, near)
-            hit = np.less_equal(near32, far32, out=S(shape, bool))
-            hit &= np.greater(near32, MIN_HIT_DISTANCE, out=S(shape, bool))
-            t = near32
+            near, far = cls._slab_exits(s, o, d, inv_dz, S)
+            t = near
+            hit = np.less_equal(near, far, out=S(t.shape, bool))
+            hit &= np.greater(near, MIN_HIT_DISTANCE, out=S(t.shape, bool))
         np.putmask(t, np.logical_not(hit, out=hit), np.inf)
         return t
+
+    @staticmethod
+    def _sphere_hits(s: _Surface, o: np.ndarray, d: Planes, S: _Scratch
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Nearer root of the ray-sphere quadratic (float32) and where it is a hit."""
+        shape = d[0].shape
+        b, a, tmp = S(shape), S(shape), S(shape)
+        np.multiply(d[0], o[0], out=b)
+        b += np.multiply(d[1], o[1], out=tmp)
+        b += np.multiply(d[2], o[2], out=tmp)
+        np.multiply(d[0], d[0], out=a)
+        a += np.multiply(d[1], d[1], out=tmp)
+        a += np.multiply(d[2], d[2], out=tmp)
+        disc = np.multiply(b, b, out=S(shape))
+        disc -= np.multiply(a, np.float32(o @ o - s.half[0] ** 2), out=tmp)
+        with np.errstate(invalid='ignore'):
+            root = np.sqrt(disc, out=tmp)
+        t = np.negative(b, out=b)
+        t -= root
+        t /= a
+        hit = np.greater_equal(disc, 0, out=S(shape, bool))
+        hit &= np.greater(t, MIN_HIT_DISTANCE, out=S(shape, bool))
+        t32 = S(shape, np.float32)
+        np.copyto(t32, t)
+        return t32, hit
+
+    @staticmethod
+    def _slab_exits(s: _Surface, o: np.ndarray, d: Planes, inv_dz: np.ndarray, S: _Scratch
+                    ) -> tuple[Optional[np.ndarray], np.ndarray]:
+        """Entry (None inside the box) and exit distances, float32, of the box's three slabs.
+
+        They are computed in float64; rounding to float32 once at the end equals rounding after
+        every min/max because rounding is monotonic.
+        """
+        shape = d[0].shape
+        far, near, t1, t2, inv = (S(shape) for _ in range(5))
+        with np.errstate(divide='ignore', invalid='ignore'):
+            for k in range(3):
+                if k < 2:
+                    np.divide(np.float32(1.0), d[k], out=inv)
+                inv_k = inv if k < 2 else inv_dz
+                np.multiply(np.float32(-s.half[k]) - o[k], inv_k, out=t1)
+                np.multiply(np.float32(s.half[k]) - o[k], inv_k, out=t2)
+                if not s.inside:
+                    entry = np.minimum(t1, t2, out=near if k == 0 else inv)
+                    if k > 0:
+                        np.maximum(near, entry, out=near)
+                exit_ = np.maximum(t1, t2, out=far if k == 0 else t1)
+                if k > 0:
+                    np.minimum(far, exit_, out=far)
+        far32 = S(shape, np.float32)
+        np.copyto(far32, far)
+        if s.inside:
+            return None, far32
+        near32 = S(shape, np.float32)
+        np.copyto(near32, near)
+        return near32, far32
 
     # Shading.
 
