@@ -572,7 +572,7 @@ class SyntheticScene:
 
     def _shade(self, s: _Surface, origin: np.ndarray, t: np.ndarray, d_world: Planes,
                out: Planes, S: _Scratch) -> None:
-        """Colour of the surface where it is hit at distance ``t``.
+        """Write the colour of the surface where it is hit at distance ``t`` into ``out``.
 
         :param origin: ``[3]`` float32 ray origin (world).
         :param t: hit distances (float32, finite), any shape.
