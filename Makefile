@@ -17,5 +17,9 @@ test: setup lint
 test-fast: setup
 	$(PY) -m pytest -q -ra -m 'not slow' $(PYTEST_ARGS)
 
+# Renders a synthetic room, plays it into the real node over ROS 2 topics, writes out/demo/.
+demo: setup
+	$(PY) -m spann3r_ros.demo --out out/demo $(DEMO_ARGS)
+
 clean:
 	rm -rf out build install log .pytest_cache .ruff_cache
