@@ -72,7 +72,7 @@ class Spann3rNode(Node):
         self.paused = False
         self.gate = InputGate(cfg.keyframe_every, cfg.keyframe_min_interval)
         self._checkpoint_sha: Optional[str] = None
-        self._map_dirty = False
+        self._map_version_published = 0  # an empty map is not published at startup
         self._last_stamp = None
         # Used by the worker thread only. The map (1 Hz, up to map_max_points) is packed in
         # temporary buffers rather than pinning memory for its largest size.
@@ -126,6 +126,7 @@ class Spann3rNode(Node):
             worker.voxel_map.load_state_dict(state['map_state'])
             worker.trajectory[:] = state['trajectory']
             worker.trajectory_resets += 1
+            worker.map_version += 1
             extra = state['extra']
             worker.segment = int(extra.get('segment', 0))
             worker.segment_to_world = Sim3.from_list(extra.get('segment_to_world',
@@ -141,7 +142,6 @@ class Spann3rNode(Node):
                 worker._pending[int(prev['index'])] = Frame(camera=0, stamp=stamp, rgb=None,
                                                             header=header)
                 worker._skip_below = int(prev['index'])
-        self._map_dirty = True
         self.get_logger().info(f'resumed {directory}: {len(state["trajectory"])} poses, '
                                f'{len(worker.voxel_map)} map points')
 
@@ -259,7 +259,6 @@ class Spann3rNode(Node):
                     t.transform.translation.z = (float(v) for v in out.T_map_cam[:3, 3])
                 t.transform.rotation = pose.pose.orientation
                 self.tf.sendTransform(t)
-        self._map_dirty = True
 
     def _publish_path(self, header: Header) -> None:
         # Only poses added since the last call are converted: rebuilding every pose of a long
@@ -280,10 +279,13 @@ class Spann3rNode(Node):
         self.pub_path.publish(path)
 
     def _publish_map(self) -> None:
-        if not self._map_dirty:
+        # Read before the arrays: a change in between is published again at the next tick. No
+        # flush: the worker fuses the newest frame itself right after publishing it.
+        version = self.worker.map_version
+        if version == self._map_version_published:
             return
-        self._map_dirty = False
-        xyz, rgb, conf = self.worker.map_arrays()
+        self._map_version_published = version
+        xyz, rgb, conf = self.worker.map_arrays(flush=False)
         stamp = self._last_stamp or self.get_clock().now().to_msg()
         self.pub_map.publish(cloud_msg(Header(stamp=stamp, frame_id=self.config.map_frame),
                                        xyz, rgb, conf))
@@ -300,7 +302,6 @@ class Spann3rNode(Node):
                   ) -> Trigger.Response:
         self.worker.reset()
         self.gate.reset()
-        self._map_dirty = True
         response.success, response.message = True, 'memory, map and path cleared'
         self.get_logger().info('reset: a new reconstruction starts with the next frame')
         return response
@@ -350,6 +351,7 @@ class Spann3rNode(Node):
             target = _inside(self.config.output_path(), name)
             ident = self._identity()
             with worker.lock:
+                worker.flush_map()
                 extra = {'map_frame_convention': 'first camera optical frame in REP 103 axes',
                          'segment': worker.segment,
                          'segment_to_world': worker.segment_to_world.to_list(),

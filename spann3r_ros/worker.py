@@ -102,6 +102,8 @@ class ReconstructionWorker:
         self.trajectory: list[tuple[float, np.ndarray]] = []
         #: Incremented whenever the trajectory is cleared (readers cache what they derive).
         self.trajectory_resets = 0
+        #: Incremented whenever the map changes (the node republishes it when this moves).
+        self.map_version = 0
         self.segment = 0
         self.segment_to_world = Sim3()
         self.processed = 0
@@ -112,6 +114,8 @@ class ReconstructionWorker:
         self.last_memory = MemoryStats()
         self.error: Optional[BaseException] = None
         self._pending: dict[int, Frame] = {}
+        # A refined result published but not yet fused into the map (see process()).
+        self._unmapped: Optional[tuple[FrameResult, _ResultGeometry]] = None
         self._step_count = 0
         self._skip_below = 0
         self._segment_frames = 0
@@ -156,7 +160,9 @@ class ReconstructionWorker:
         with self.lock:
             self.queue.clear()
             self.session.reset()
+            self._unmapped = None
             self.voxel_map.clear()
+            self.map_version += 1
             self.trajectory.clear()
             self.trajectory_resets += 1
             self._pending.clear()
@@ -166,9 +172,24 @@ class ReconstructionWorker:
             self.segment_to_world = Sim3()
             self.last_memory = MemoryStats()
 
-    def map_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return a consistent copy of the map ``(xyz [M, 3], rgb [M, 3], conf [M])``."""
+    def flush_map(self) -> None:
+        """Fuse a result that is published but not yet in the map (call before reading it)."""
         with self.lock:
+            if self._unmapped is not None:
+                refined, geometry = self._unmapped
+                self._unmapped = None
+                self._integrate(refined, geometry)
+                self.map_version += 1
+
+    def map_arrays(self, flush: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return a consistent copy of the map ``(xyz [M, 3], rgb [M, 3], conf [M])``.
+
+        :param flush: first fuse the last published frame if the worker has not yet (False
+            leaves that to the worker thread, which does it right after publishing).
+        """
+        with self.lock:
+            if flush:
+                self.flush_map()
             xyz, rgb, conf = self.voxel_map.arrays()
             return np.array(xyz, np.float32), np.array(rgb, np.uint8), np.array(conf, np.float32)
 
@@ -179,7 +200,14 @@ class ReconstructionWorker:
 
     # -- the step ---------------------------------------------------------------------------
     def process(self, frame: Frame) -> None:
-        """Run one frame through the session and publish what became available."""
+        """Run one frame through the session and publish what became available.
+
+        ``processed`` counts a frame once everything it released is published and mapped.
+        """
+        self._process(frame)
+        self.processed += 1
+
+    def _process(self, frame: Frame) -> None:
         with self.lock:
             self._pending[self._step_count] = frame
             self._step_count += 1
@@ -187,15 +215,20 @@ class ReconstructionWorker:
             out = self.session.step(frame.rgb, frame.stamp)
             model_time = time.monotonic() - t0
             self.model_times.append(model_time)
-            self.processed += 1
             self.last_memory = out.memory
             refined, provisional = out.refined, out.provisional
             refined_geometry = None
             if refined is not None and refined.index >= self._skip_below:
                 refined_geometry = self._geometry(refined)
-                self._integrate(refined, refined_geometry)
+                self._remember(refined, refined_geometry)
+                # Fusing into the map costs more than everything else around the model, and
+                # nothing published needs it: it runs after publishing, or earlier when
+                # someone reads the map (flush_map).
+                self.flush_map()
+                self._unmapped = (refined, refined_geometry)
             shown = provisional if self.config.provisional else refined
             if shown is None or shown.index < self._skip_below:
+                self.flush_map()
                 return
             # Without provisional output the integrated result is the shown one: reuse its
             # points, masks and map-frame copy instead of computing them a second time.
@@ -205,6 +238,7 @@ class ReconstructionWorker:
                 for index in [i for i in self._pending if i < refined.index]:
                     del self._pending[index]
             if output is None:
+                self.flush_map()
                 return
             if output.T_map_cam is not None:
                 self.trajectory.append((output.frame.stamp, output.T_map_cam))
@@ -212,6 +246,7 @@ class ReconstructionWorker:
         self.publish(output)
         self.published += 1
         self.latencies.append(time.monotonic() - frame.received)
+        self.flush_map()
         if refined is not None and self._segment_due(refined):
             self.restart_segment()
 
@@ -224,10 +259,14 @@ class ReconstructionWorker:
                                finite=finite,
                                mask=finite & (conf >= self.config.min_confidence))
 
-    def _integrate(self, refined: FrameResult, geometry: _ResultGeometry) -> None:
+    def _remember(self, refined: FrameResult, geometry: _ResultGeometry) -> None:
+        # The newest refined frames of the segment, to align the next segment to (see
+        # restart_segment).
         frame = self._pending.get(refined.index)
         if frame is not None:
             self._recent.append((frame, geometry.points_world, geometry.conf))
+
+    def _integrate(self, refined: FrameResult, geometry: _ResultGeometry) -> None:
         # Gathering by index is several times faster than boolean indexing of [H, W, 3].
         keep = np.flatnonzero(geometry.mask)
         if len(keep):

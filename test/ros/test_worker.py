@@ -92,3 +92,42 @@ def test_each_result_is_prepared_once(model, monkeypatch, provisional, per_step)
     # provisional output, also shows its frame's head-2 estimate.
     assert len(calls) == 3 * per_step and len(outputs) == 3
     assert len(set(calls)) == len(calls)
+
+
+def _worker(model, publish):
+    return ReconstructionWorker(_session(model, False), VoxelMap(0.001, 10**6),
+                                NodeConfig(min_confidence=1.0), publish)
+
+
+def _frame(i):
+    return Frame(camera=0, stamp=1.0 + i, rgb=smooth_frame(i), received=time.monotonic())
+
+
+def test_outputs_are_published_before_the_map_fuses_them(model):
+    seen = []
+    worker = _worker(model, lambda out: seen.append((out.index, len(worker.voxel_map),
+                                                     worker.map_version)))
+    for i in range(3):
+        worker.process(_frame(i))
+        assert worker.processed == i + 1
+    # Each output went out before its points reached the map; once process() returned, they
+    # had (the map only grows on this static scene).
+    assert [s[0] for s in seen] == [0, 1]
+    assert seen[0][1:] == (0, 0) and seen[1][2] == 1 and 0 < seen[1][1] < len(worker.voxel_map)
+    assert worker.map_version == 2
+
+
+def test_reading_the_map_while_publishing_includes_the_published_frame(model):
+    reads = []
+    worker = _worker(model, lambda out: reads.append(worker.map_arrays()[0].shape[0]))
+    for i in range(2):
+        worker.process(_frame(i))
+    assert reads[0] > 0 and reads[0] == len(worker.voxel_map)
+    assert worker.map_arrays(flush=False)[0].shape[0] == reads[0]
+
+
+def test_a_reset_while_publishing_keeps_the_old_frame_out_of_the_new_map(model):
+    worker = _worker(model, lambda out: worker.reset())
+    for i in range(2):
+        worker.process(_frame(i))
+    assert len(worker.voxel_map) == 0 and worker.trajectory == []
