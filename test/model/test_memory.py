@@ -126,6 +126,7 @@ def test_long_mem_size_zero_drops_the_oldest_frame():
     assert torch.equal(mem.keys[:, :mem.n], torch.cat([_frame(3)[0], _frame(4)[0]], 1))
 
 
+@torch.enable_grad()
 def test_preallocated_and_functional_paths_agree():
     runs = []
     for functional in (False, True):
@@ -148,6 +149,7 @@ def test_preallocated_and_functional_paths_agree():
         assert torch.allclose(s1[name].double(), s2[name].double(), atol=1e-6), name
 
 
+@torch.enable_grad()  # independent of whatever grad mode earlier code left behind
 def test_training_stores_everything_and_keeps_gradients():
     mem = _memory(train=True, work_mem_size=1, long_mem_size=4)
     k0 = torch.randn(2, P, C, requires_grad=True)

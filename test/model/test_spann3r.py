@@ -11,6 +11,7 @@ def _frames(n, b, size=32, seed=0):
     return [torch.rand(b, 3, size, size, generator=g) * 2 - 1 for _ in range(n)]
 
 
+@torch.enable_grad()  # independent of whatever grad mode earlier code left behind
 def test_training_forward_stores_every_frame_and_backpropagates():
     torch.manual_seed(0)
     model = Spann3R(ModelConfig.preset('tiny')).train()
