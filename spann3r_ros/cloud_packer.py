@@ -44,13 +44,6 @@ def _colour_byte_offsets() -> tuple[int, int, int, int]:
 _RED, _GREEN, _BLUE, _PAD = _colour_byte_offsets()
 
 
-def pack_rgb(rgb: np.ndarray) -> np.ndarray:
-    """Pack ``[N, 3]`` uint8 colours as RViz expects: uint32 ``0x00RRGGBB`` viewed as float32."""
-    rgb = np.asarray(rgb, dtype=np.uint32)
-    packed = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
-    return packed.astype(np.uint32).view(np.float32)
-
-
 def _flatten(xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray, mask: Optional[np.ndarray]
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """Validate the inputs and return them as ``[N, 3]``, ``[N, 3]``, ``[N]``, ``[N]`` views."""
