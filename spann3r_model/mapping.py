@@ -11,8 +11,14 @@ with low confidence is the first to go, whether it is old or new.
 
 Voxels are addressed by integer coordinates ``floor(p / voxel_size)`` packed into one int64
 (21 bits per axis, so coordinates within about ``+-10^6`` voxels of the origin); points outside
-that range, with non-finite coordinates or with non-positive confidence are ignored. Keys are
-kept sorted, so a frame is merged with one ``searchsorted`` and one ordered insert, all in NumPy.
+that range, with non-finite coordinates or with non-positive confidence are ignored.
+
+Layout, chosen so that a frame costs time in proportion to the frame, not to the map: the
+per-voxel sums live in *slots* (rows of growable arrays, all occupied, in no particular order)
+that never move once written, and a separate sorted index of the packed keys, with the slot of
+each key, finds them with ``searchsorted``. A frame therefore updates its voxels in place; only
+the index (16 bytes per voxel) is rewritten when voxels come or go, and an evicted voxel's slot
+is handed to a new one. Readers see the voxels in key order, as if the sums were kept sorted.
 """
 
 from __future__ import annotations
@@ -25,13 +31,120 @@ LOG = logging.getLogger(__name__)
 
 _BITS = 21
 _OFFSET = 1 << (_BITS - 1)
-_MASK = (1 << _BITS) - 1
 _STATE_VERSION = 1
+# Smallest slot allocation; capacity then doubles up to the cap so growth is amortised.
+_MIN_CAPACITY = 1024
+# Eviction: below one voxel in this many, select from a sample-estimated candidate set.
+_PREFILTER_RATIO = 16
+_SAMPLE_SIZE = 4096
+
+
+def _voxel_cells(points: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """Return the voxel coordinates of ``[N, 3]`` points and which of them can be packed.
+
+    :return: ``(cells [N, 3]`` in the dtype of the division, ``inside [N] bool)``.
+    """
+    cells = np.floor(points / voxel_size)
+    magnitude = np.abs(cells)
+    # Comparisons are false for NaN, so this also rejects non-finite points. Three column
+    # tests are much faster than a reduction along the short axis.
+    inside = magnitude[:, 0] < _OFFSET
+    inside &= magnitude[:, 1] < _OFFSET
+    inside &= magnitude[:, 2] < _OFFSET
+    return cells, inside
 
 
 def _pack(cells: np.ndarray) -> np.ndarray:
+    """Pack in-range ``[N, 3]`` voxel coordinates into ``[N]`` int64 keys (x most significant)."""
     shifted = (cells + _OFFSET).astype(np.int64)
     return (shifted[:, 0] << (2 * _BITS)) | (shifted[:, 1] << _BITS) | shifted[:, 2]
+
+
+def _voxel_sums(keys: np.ndarray, points: np.ndarray, colors: np.ndarray, weight: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sum one frame's weighted points per voxel.
+
+    Each sum accumulates its points in input order (``bincount``), so the result does not
+    depend on how the map stores its voxels.
+
+    :param keys: ``[N]`` packed voxel keys.
+    :param points: ``[N, 3]`` positions.
+    :param colors: ``[N, 3]`` uint8 RGB.
+    :param weight: ``[N]`` float64 weights.
+    :return: ``(keys [U]`` sorted and unique, ``weight [U]``, ``sums [U, 6])``: per voxel the
+        summed weight and the weighted sums of x, y, z, r, g, b.
+    """
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    count = len(uniq)
+    total = np.bincount(inverse, weights=weight, minlength=count)
+    sums = np.empty((count, 6), dtype=np.float64)
+    for axis in range(3):
+        sums[:, axis] = np.bincount(inverse, weights=points[:, axis] * weight, minlength=count)
+        sums[:, 3 + axis] = np.bincount(inverse, weights=colors[:, axis] * weight,
+                                        minlength=count)
+    return uniq, total, sums
+
+
+def _put_rows(target: np.ndarray, index: np.ndarray, rows: np.ndarray) -> None:
+    """Do ``target[index] = rows`` for a C-contiguous ``[C, K]`` array, one copy per row.
+
+    NumPy scatters a 2-D fancy assignment element by element; viewing each row as one opaque
+    record makes it copy whole rows, several times faster for the few columns used here.
+    """
+    record = np.dtype((np.void, target.shape[1] * target.itemsize))
+    rows = np.ascontiguousarray(rows, dtype=target.dtype)
+    target.view(record).reshape(-1)[index] = rows.view(record).reshape(-1)
+
+
+def _lowest(values: np.ndarray, count: int) -> np.ndarray:
+    """Return the indices of the ``count`` smallest ``values`` (in no particular order).
+
+    When few are wanted, a threshold estimated on a strided sample first narrows the search
+    to the values below it; the answer is the same set (up to ties) as a full
+    ``argpartition``, which remains the fallback when the estimate is too low.
+    """
+    n = len(values)
+    if count * _PREFILTER_RATIO < n:
+        sample = values[::max(1, n // _SAMPLE_SIZE)]
+        # Aim at about twice the needed share, so that the estimate rarely falls short.
+        rank = min(len(sample) - 1, int(2 * count * len(sample) / n) + 8)
+        threshold = np.partition(sample, rank)[rank]
+        candidates = np.flatnonzero(values <= threshold)
+        if len(candidates) >= count:
+            return candidates[np.argpartition(values[candidates], count - 1)[:count]]
+    return np.argpartition(values, count - 1)[:count]
+
+
+def _merge_index(keys: np.ndarray, slots: np.ndarray, removed: np.ndarray, at: np.ndarray,
+                 new_keys: np.ndarray, new_slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove entries from a sorted index and insert new ones, in one copy.
+
+    :param keys: ``[M]`` sorted keys; ``slots`` ``[M]`` their slots.
+    :param removed: sorted positions (into ``keys``) of the entries to remove.
+    :param at: sorted positions (into ``keys``) before which ``new_keys`` go, as given by
+        ``searchsorted(keys, new_keys)``.
+    :param new_keys: sorted keys to insert; ``new_slots`` their slots.
+    :return: the new ``(keys, slots)``.
+    """
+    kept_keys, kept_slots = keys, slots
+    if len(removed):
+        keep = np.ones(len(keys), dtype=bool)
+        keep[removed] = False
+        kept_keys, kept_slots = keys[keep], slots[keep]
+        # Where each new key goes among the kept keys: before ``at``, minus the removed ones.
+        at = at - np.searchsorted(removed, at)
+    if not len(new_keys):
+        return kept_keys, kept_slots
+    total = len(kept_keys) + len(new_keys)
+    destination = at + np.arange(len(new_keys))
+    is_old = np.ones(total, dtype=bool)
+    is_old[destination] = False
+    merged_keys = np.empty(total, dtype=np.int64)
+    merged_slots = np.empty(total, dtype=np.int64)
+    # Integer indices for the few new entries; a mask only for the many old ones.
+    merged_keys[destination], merged_keys[is_old] = new_keys, kept_keys
+    merged_slots[destination], merged_slots[is_old] = new_slots, kept_slots
+    return merged_keys, merged_slots
 
 
 class VoxelMap:
@@ -52,9 +165,14 @@ class VoxelMap:
 
     def clear(self) -> None:
         """Remove every point."""
+        # Sorted index: packed keys, and the slot holding each key's sums.
         self._keys = np.empty(0, dtype=np.int64)
-        # Per voxel: weight, then the weighted sums of x, y, z and of r, g, b.
-        self._sums = np.empty((0, 7), dtype=np.float64)
+        self._slot_of = np.empty(0, dtype=np.int64)
+        # Slots 0 .. len(self) - 1 are occupied: weight, weighted sums of x, y, z, r, g, b,
+        # and the key (to find a slot's place in the index when it is evicted).
+        self._weight = np.empty(0, dtype=np.float64)
+        self._sums = np.empty((0, 6), dtype=np.float64)
+        self._slot_key = np.empty(0, dtype=np.int64)
 
     def __len__(self) -> int:
         """Return the number of occupied voxels."""
@@ -79,68 +197,97 @@ class VoxelMap:
             raise ValueError(f'colors must be [{n}, 3] uint8, got {colors.dtype} {colors.shape}')
         if conf.shape != (n,):
             raise ValueError(f'conf must be [{n}], got {conf.shape}')
-        weight = conf.astype(np.float64)
-        cells = np.floor(points / self.voxel_size)
-        valid = np.isfinite(cells).all(axis=1) & np.isfinite(weight) & (weight > 0)
-        valid &= (np.abs(cells) < _OFFSET).all(axis=1)
-        if not valid.any():
+        cells, used = _voxel_cells(points, self.voxel_size)
+        # Comparisons are false for NaN; the upper bound rejects an infinite weight.
+        used &= (conf > 0) & (conf < np.inf)
+        count = int(np.count_nonzero(used))
+        if count == 0:
             return 0
-        weight = weight[valid]
-        keys = _pack(cells[valid])
-        uniq, inverse = np.unique(keys, return_inverse=True)
-        # Per-voxel sums of this frame, then one merge into the sorted map arrays.
-        values = np.empty((len(weight), 7), dtype=np.float64)
-        values[:, 0] = weight
-        values[:, 1:4] = points[valid] * weight[:, None]
-        values[:, 4:7] = colors[valid] * weight[:, None]
-        frame = np.stack([np.bincount(inverse, weights=values[:, i], minlength=len(uniq))
-                          for i in range(7)], axis=1)
+        if count < n:
+            # Gathering by index is several times faster than boolean indexing of [N, 3].
+            take = np.flatnonzero(used)
+            cells, points, colors, conf = cells[take], points[take], colors[take], conf[take]
+        uniq, weight, sums = _voxel_sums(_pack(cells), points, colors, conf.astype(np.float64))
         pos = np.searchsorted(self._keys, uniq)
-        found = pos < len(self._keys)
-        found[found] = self._keys[pos[found]] == uniq[found]
-        self._sums[pos[found]] += frame[found]
-        new = ~found
-        if new.any():
-            self._merge_new(pos[new], uniq[new], frame[new])
-        return int(valid.sum())
+        if len(self._keys):
+            found = self._keys[np.minimum(pos, len(self._keys) - 1)] == uniq
+        else:
+            found = np.zeros(len(uniq), dtype=bool)
+        hit = np.flatnonzero(found)
+        if len(hit):
+            slots = self._slot_of[pos[hit]]
+            self._weight[slots] += weight[hit]
+            updated = np.take(self._sums, slots, axis=0)
+            updated += sums[hit]
+            _put_rows(self._sums, slots, updated)
+        new = np.flatnonzero(~found)
+        if len(new):
+            self._admit(pos[new], uniq[new], weight[new], sums[new])
+        return count
 
-    def _merge_new(self, at: np.ndarray, keys: np.ndarray, sums: np.ndarray) -> None:
-        # Ordered insert of sorted new keys before positions ``at``, and the cap, in one copy.
-        total = len(self._keys) + len(keys)
-        is_new = np.zeros(total, dtype=bool)
-        is_new[at + np.arange(len(keys))] = True
-        merged_keys = np.empty(total, dtype=np.int64)
-        merged_sums = np.empty((total, 7), dtype=np.float64)
-        merged_keys[is_new], merged_keys[~is_new] = keys, self._keys
-        merged_sums[is_new], merged_sums[~is_new] = sums, self._sums
-        excess = total - self.max_points
+    def _admit(self, at: np.ndarray, keys: np.ndarray, weight: np.ndarray,
+               sums: np.ndarray) -> None:
+        # Add sorted new voxels (to go before index positions ``at``) and apply the cap.
+        size = len(self._keys)
+        excess = size + len(keys) - self.max_points
+        evicted_slots = np.empty(0, dtype=np.int64)
         if excess > 0:
-            drop = np.argpartition(merged_sums[:, 0], excess - 1)[:excess]
-            keep = np.ones(total, dtype=bool)
-            keep[drop] = False
-            merged_keys, merged_sums = merged_keys[keep], merged_sums[keep]
+            # Old and new voxels compete on equal terms: select among both weights at once.
+            drop = _lowest(np.concatenate([self._weight[:size], weight]), excess)
+            evicted_slots = drop[drop < size]
+            keep = np.ones(len(keys), dtype=bool)
+            keep[drop[drop >= size] - size] = False
+            at, keys, weight, sums = at[keep], keys[keep], weight[keep], sums[keep]
             LOG.debug('voxel map full: evicted %d lowest-weight voxels', excess)
-        self._keys, self._sums = merged_keys, merged_sums
+        # New voxels take the evicted slots first, then fresh ones at the end.
+        slots = np.concatenate([evicted_slots, np.arange(size, size + len(keys)
+                                                          - len(evicted_slots))])
+        self._reserve(size - len(evicted_slots) + len(keys))
+        # Sorted keys give sorted positions, and search faster.
+        removed = np.searchsorted(self._keys, np.sort(self._slot_key[evicted_slots]))
+        self._keys, self._slot_of = _merge_index(self._keys, self._slot_of, removed, at, keys,
+                                                slots)
+        self._weight[slots] = weight
+        _put_rows(self._sums, slots, sums)
+        self._slot_key[slots] = keys
+
+    def _reserve(self, size: int) -> None:
+        # Grow the slot arrays geometrically (never past the cap) so copies are amortised.
+        capacity = len(self._weight)
+        if size <= capacity:
+            return
+        capacity = min(max(size, 2 * capacity, _MIN_CAPACITY), self.max_points)
+        used = len(self._keys)
+        for name in ('_weight', '_sums', '_slot_key'):
+            old = getattr(self, name)
+            grown = np.empty((capacity,) + old.shape[1:], dtype=old.dtype)
+            grown[:used] = old[:used]
+            setattr(self, name, grown)
+
+    def _sorted_columns(self) -> tuple[np.ndarray, np.ndarray]:
+        # Weight [M] and sums [M, 6] in key order.
+        return self._weight[self._slot_of], self._sums[self._slot_of]
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return the fused points.
+        """Return the fused points, in the order of their voxel keys.
 
         :return: ``(xyz [M, 3] float32, rgb [M, 3] uint8, conf [M] float32)``: weighted mean
             position and colour of each voxel and its accumulated confidence weight.
         """
-        weight = self._sums[:, :1]
-        xyz = (self._sums[:, 1:4] / weight).astype(np.float32)
-        rgb = np.clip(np.rint(self._sums[:, 4:7] / weight), 0, 255).astype(np.uint8)
-        return xyz, rgb, self._sums[:, 0].astype(np.float32)
+        weight, sums = self._sorted_columns()
+        xyz = (sums[:, :3] / weight[:, None]).astype(np.float32)
+        rgb = np.clip(np.rint(sums[:, 3:] / weight[:, None]), 0, 255).astype(np.uint8)
+        return xyz, rgb, weight.astype(np.float32)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Return the complete state as NumPy arrays (for ``np.savez`` or safetensors)."""
+        weight, sums = self._sorted_columns()
         return {
             'version': np.array(_STATE_VERSION, dtype=np.int64),
             'voxel_size': np.array(self.voxel_size, dtype=np.float64),
             'max_points': np.array(self.max_points, dtype=np.int64),
-            'keys': self._keys.copy(), 'weight': self._sums[:, 0].copy(),
-            'xyz_sum': self._sums[:, 1:4].copy(), 'rgb_sum': self._sums[:, 4:7].copy(),
+            'keys': self._keys.copy(), 'weight': weight,
+            'xyz_sum': sums[:, :3].copy(), 'rgb_sum': sums[:, 3:].copy(),
         }
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -157,9 +304,9 @@ class VoxelMap:
         if int(state['version']) != _STATE_VERSION:
             raise ValueError(f'voxel map state version {int(state["version"])} is not '
                              f'{_STATE_VERSION}')
-        keys = np.asarray(state['keys'], dtype=np.int64)
+        keys = np.array(state['keys'], dtype=np.int64)
         m = keys.shape[0]
-        weight = np.asarray(state['weight'], dtype=np.float64)
+        weight = np.array(state['weight'], dtype=np.float64)
         xyz_sum = np.asarray(state['xyz_sum'], dtype=np.float64)
         rgb_sum = np.asarray(state['rgb_sum'], dtype=np.float64)
         if keys.ndim != 1 or weight.shape != (m,) or xyz_sum.shape != (m, 3) or \
@@ -174,5 +321,9 @@ class VoxelMap:
             raise ValueError(f'voxel map state holds {m} voxels, more than its cap {max_points}')
         VoxelMap(voxel_size, max_points)  # validates both
         self.voxel_size, self.max_points = voxel_size, max_points
+        # Slots in key order: slot i holds the i-th key.
         self._keys = keys
-        self._sums = np.concatenate([weight[:, None], xyz_sum, rgb_sum], axis=1)
+        self._slot_of = np.arange(m, dtype=np.int64)
+        self._weight = weight
+        self._sums = np.concatenate([xyz_sum, rgb_sum], axis=1)
+        self._slot_key = keys.copy()
