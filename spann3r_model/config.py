@@ -60,7 +60,8 @@ class ModelConfig:
             if heads <= 0 or dim % heads != 0:
                 raise ValueError(f'{name}: embed dim {dim} is not divisible by {heads} heads')
             if (dim // heads) % 4 != 0 and name != 'value_encoder':
-                raise ValueError(f'{name}: 2D RoPE needs a head dim divisible by 4, got {dim // heads}')
+                raise ValueError(
+                    f'{name}: 2D RoPE needs a head dim divisible by 4, got {dim // heads}')
         if max(self.dpt.hooks) > self.dec_depth:
             raise ValueError(f'DPT hooks {self.dpt.hooks} exceed decoder depth {self.dec_depth}')
         if self.patch_size <= 0:
@@ -92,7 +93,8 @@ class ModelConfig:
         try:
             return PRESETS[name]
         except KeyError:
-            raise ValueError(f'unknown model preset {name!r}; choose from {sorted(PRESETS)}') from None
+            raise ValueError(
+                f'unknown model preset {name!r}; choose from {sorted(PRESETS)}') from None
 
 
 #: The released Spann3R (ViT-L encoder, ViT-B decoders, DPT heads).
@@ -173,7 +175,8 @@ class EngineConfig:
                 (dev.startswith('cuda:') and dev[5:].isdigit())):
             raise ValueError(f'device must be auto, cpu, cuda or cuda:N, got {dev!r}')
         if self.image_size <= 0 or self.image_size % 16 != 0:
-            raise ValueError(f'image_size must be a positive multiple of 16, got {self.image_size}')
+            raise ValueError(
+                f'image_size must be a positive multiple of 16, got {self.image_size}')
         if self.num_threads < 0:
             raise ValueError('num_threads must be >= 0')
 

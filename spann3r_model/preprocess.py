@@ -3,8 +3,8 @@
 Any ``[H, W, 3]`` uint8 RGB image becomes the model input exactly as the official demo and
 evaluation data path produce it:
 
-1. centre crop on the principal point ``(W // 2, H // 2)`` (drops the last row/column of odd sizes),
-2. Lanczos resize (Pillow, also when up-scaling) by ``max(S / W1, S / H1) + 1e-8`` with floored sizes,
+1. centre crop on the principal point ``(W // 2, H // 2)`` (odd sizes lose their last row/column),
+2. Lanczos resize (Pillow, also when up-scaling) by ``max(S / W1, S / H1) + 1e-8``, sizes floored,
 3. centre crop to ``S x S`` with the offset rounded half to even,
 4. ``u8 / 255`` then ``(x - 0.5) / 0.5`` in float32, channels first.
 
@@ -116,7 +116,7 @@ def compute_crop(width: int, height: int, size: int = 224) -> CropBox:
 
 
 def normalize(rgb: np.ndarray) -> np.ndarray:
-    """Return ``[3, H, W]`` float32 in [-1, 1] from ``[H, W, 3]`` uint8, bit-exact to the official."""
+    """Return ``[3, H, W]`` float32 in [-1, 1] from ``[H, W, 3]`` uint8, as the official does."""
     x = rgb.astype(np.float32) / np.float32(255.0)
     x = (x - np.float32(0.5)) / np.float32(0.5)
     return np.ascontiguousarray(x.transpose(2, 0, 1))

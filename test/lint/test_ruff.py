@@ -40,7 +40,8 @@ def test_ros_imports_are_banned_in_core(tmp_path, package, statement):
 def test_ros_imports_are_allowed_in_ros_layer(tmp_path):
     shutil.copy(ROOT / 'pyproject.toml', tmp_path / 'pyproject.toml')
     (tmp_path / 'spann3r_ros').mkdir()
-    (tmp_path / 'spann3r_ros' / 'ok.py').write_text('"""ROS layer."""\n\nimport rclpy  # noqa: F401\n')
+    source = '"""ROS layer."""\n\nimport rclpy  # noqa: F401\n'
+    (tmp_path / 'spann3r_ros' / 'ok.py').write_text(source)
     result = _ruff('check', '--select', 'TID251', '.', cwd=tmp_path)
     assert result.returncode == 0, result.stdout
 
