@@ -217,8 +217,30 @@ def sim3_matrix(scale: float, R: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def optical_to_rep103_points(points: np.ndarray) -> np.ndarray:
-    """Express ``[..., 3]`` points of an optical-frame world in REP 103 axes (x fwd, z up)."""
-    return np.asarray(points) @ R_BODY_OPTICAL.T
+    """Express ``[..., 3]`` points of an optical-frame world in REP 103 axes (x fwd, z up).
+
+    ``R_BODY_OPTICAL`` is a signed permutation, so the coordinates are copied and negated
+    rather than multiplied: the result is exact, keeps a floating input's dtype, costs a
+    fraction of a float64 matrix product, and a non-finite coordinate stays in its own axis
+    (a product would spread ``inf * 0 = NaN`` into the other two).
+
+    :param points: ``[..., 3]`` points; a non-floating dtype is converted to float64.
+    :return: the points in REP 103 axes, same shape.
+    :raises ValueError: if the last axis is not of size 3.
+    """
+    points = np.asarray(points)
+    if points.ndim == 0 or points.shape[-1] != 3:
+        raise ValueError(f'points must be [..., 3], got shape {points.shape}')
+    if not np.issubdtype(points.dtype, np.floating):
+        points = points.astype(np.float64)
+    out = np.empty_like(points)
+    for axis, row in enumerate(R_BODY_OPTICAL):
+        source = int(np.flatnonzero(row)[0])
+        if row[source] > 0:
+            out[..., axis] = points[..., source]
+        else:
+            np.negative(points[..., source], out=out[..., axis])
+    return out
 
 
 def optical_to_rep103_pose(T_world_cam: np.ndarray) -> np.ndarray:

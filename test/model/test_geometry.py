@@ -173,3 +173,29 @@ def test_rep103_axes() -> None:
     # The same physical point, whichever world axes are used.
     np.testing.assert_allclose(transform_points(optical_to_rep103_pose(T), p_cam),
                                optical_to_rep103_points(transform_points(T, p_cam)))
+
+
+def test_rep103_points_are_exact_in_the_input_dtype() -> None:
+    rng = np.random.default_rng(7)
+    for dtype in (np.float32, np.float64):
+        pts = rng.normal(scale=5.0, size=(4, 6, 3)).astype(dtype)
+        out = optical_to_rep103_points(pts)
+        assert out.dtype == dtype and out.shape == pts.shape
+        # REP 103 body axes from optical ones, written out: x = z, y = -x, z = -y.
+        np.testing.assert_array_equal(out[..., 0], pts[..., 2])
+        np.testing.assert_array_equal(out[..., 1], -pts[..., 0])
+        np.testing.assert_array_equal(out[..., 2], -pts[..., 1])
+    # Integer input becomes float64, as a product with the rotation would make it.
+    out = optical_to_rep103_points(np.array([1, 2, 3]))
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, [3.0, -1.0, -2.0])
+    with pytest.raises(ValueError, match=r'\[\.\.\., 3\]'):
+        optical_to_rep103_points(np.zeros((5, 2)))
+
+
+def test_rep103_points_keep_a_non_finite_coordinate_in_its_axis() -> None:
+    pts = np.array([[np.inf, 1.0, 2.0], [0.5, -np.inf, 3.0], [0.25, 1.5, np.nan]])
+    out = optical_to_rep103_points(pts)
+    np.testing.assert_array_equal(out[0], [2.0, -np.inf, -1.0])
+    np.testing.assert_array_equal(out[1], [3.0, -0.5, np.inf])
+    assert np.isnan(out[2, 0]) and out[2, 1] == -0.25 and out[2, 2] == -1.5
