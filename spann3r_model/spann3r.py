@@ -191,23 +191,26 @@ class Spann3R(nn.Module):
             x = blk(x)
         return self.value_out(self.value_norm(x))
 
-    def new_memory(self, memory_config: MemoryConfig, tokens_per_frame: int, train: bool = False
-                   ) -> SpatialMemory:
-        """Create an empty spatial memory bound to this model's q/k/v norms."""
+    def new_memory(self, memory_config: MemoryConfig, tokens_per_frame: int, train: bool = False,
+                   dropout: float = MEMORY_DROPOUT) -> SpatialMemory:
+        """Create an empty spatial memory bound to this model's q/k/v norms.
+
+        :param dropout: attention dropout of the memory read, applied in training mode only.
+        """
         return SpatialMemory(memory_config, self.norm_q, self.norm_k, self.norm_v,
-                             tokens_per_frame=tokens_per_frame, train=train,
-                             dropout=MEMORY_DROPOUT)
+                             tokens_per_frame=tokens_per_frame, train=train, dropout=dropout)
 
     # ------------------------------------------------------------------ whole sequence
     def forward_sequence(self, imgs: Sequence[torch.Tensor],
-                         memory_config: Optional[MemoryConfig] = None, train: bool = False
-                         ) -> SequenceOutput:
+                         memory_config: Optional[MemoryConfig] = None, train: bool = False,
+                         memory_dropout: float = MEMORY_DROPOUT) -> SequenceOutput:
         """Run the official online loop over a whole sequence.
 
         :param imgs: N >= 2 tensors ``[B, 3, H, W]`` in [-1, 1], all the same size.
         :param memory_config: memory limits (official defaults when None).
-        :param train: official training forward: every frame stored, attention dropout 0.15,
+        :param train: official training forward: every frame stored, attention dropout,
             no clipping, no similarity skip, no pruning.
+        :param memory_dropout: attention dropout in training mode (official 0.15).
         :return: see :class:`SequenceOutput`.
         """
         if len(imgs) < 2:
@@ -227,7 +230,8 @@ class Spann3R(nn.Module):
             feat1, pos1 = feat2, pos2
             feat2, pos2 = self.encode_image(imgs[i + 1])
             if memory is None:
-                memory = self.new_memory(memory_config or MemoryConfig(), feat1.shape[1], train)
+                memory = self.new_memory(memory_config or MemoryConfig(), feat1.shape[1], train,
+                                         memory_dropout)
             fused = feat1 if query is None else memory.read(query)
             dec1, dec2 = self.decode(fused, pos1, feat2, pos2)
             key = self.key(1, feat1, dec1[-1])

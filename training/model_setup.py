@@ -28,8 +28,7 @@ class TrainingForward(nn.Module):
     """``forward(imgs) -> preds_all`` with the training-mode memory of the official recipe.
 
     :param model: the network.
-    :param memory_dropout: attention dropout of the memory read (0.15 officially). The
-        network's own default is replaced per memory instance, so the weights are untouched.
+    :param memory_dropout: attention dropout of the memory read (0.15 officially).
     """
 
     def __init__(self, model: Spann3R, memory_dropout: float) -> None:
@@ -39,19 +38,8 @@ class TrainingForward(nn.Module):
 
     def forward(self, imgs: Sequence[torch.Tensor]) -> list:
         """Run the sequence; return the ``N - 1`` pairs ``(res1, res2)``."""
-        original = self.model.new_memory
-        dropout = self.memory_dropout
-
-        def new_memory(memory_config, tokens_per_frame, train=False):
-            memory = original(memory_config, tokens_per_frame, train)
-            memory.dropout = dropout
-            return memory
-
-        self.model.new_memory = new_memory
-        try:
-            return self.model.forward_sequence(list(imgs), train=True).preds_all
-        finally:
-            del self.model.new_memory
+        return self.model.forward_sequence(list(imgs), train=True,
+                                           memory_dropout=self.memory_dropout).preds_all
 
 
 def build_model(config: ModelConfig, init: str, checkpoint: str, device: torch.device
