@@ -93,3 +93,16 @@ def test_ranks_split_the_global_batches_of_one_process():
     assert sorted(np.concatenate(one)) == list(range(20))
     with pytest.raises(ValueError, match='global batch'):
         EpochBatchSampler(3, 2, world_size=2)
+
+
+@pytest.mark.parametrize('dropout, same', [(0.0, True), (0.5, False)])
+def test_training_forward_uses_the_configured_memory_dropout(dropout, same):
+    from training.model_setup import TrainingForward
+    torch.manual_seed(0)
+    model = Spann3R(TINY).train()
+    imgs = [torch.rand(1, 3, 32, 32) * 2 - 1 for _ in range(3)]
+    forward = TrainingForward(model, dropout)
+    with torch.no_grad():
+        first = forward(imgs)[-1][0]['pts3d']
+        second = forward(imgs)[-1][0]['pts3d']
+    assert torch.equal(first, second) == same
