@@ -44,8 +44,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('preset', choices=sorted(PRESETS), help='model preset')
     parser.add_argument('--output', '-o', help='write the JSON to this file instead of stdout')
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(False)
-    text = json.dumps(preset_schema(args.preset), indent=1) + '\n'
+    with torch.no_grad():
+        schema = preset_schema(args.preset)
+    text = json.dumps(schema, indent=1) + '\n'
     if args.output:
         atomic_write_text(args.output, text)
     else:
