@@ -222,23 +222,30 @@ class VoxelMap:
             _put_rows(self._sums, slots, updated)
         new = np.flatnonzero(~found)
         if len(new):
-            self._admit(pos[new], uniq[new], weight[new], sums[new])
+            self._admit(new, pos, uniq, weight, sums)
         return count
 
-    def _admit(self, at: np.ndarray, keys: np.ndarray, weight: np.ndarray,
+    def _admit(self, new: np.ndarray, at: np.ndarray, keys: np.ndarray, weight: np.ndarray,
                sums: np.ndarray) -> None:
-        # Add sorted new voxels (to go before index positions ``at``) and apply the cap.
+        """Add the voxels ``new`` of a frame and apply the cap.
+
+        :param new: ``[K]`` indices of the frame's voxels that the map does not hold.
+        :param at: ``[U]`` index positions before which the frame's keys go.
+        :param keys: ``[U]`` sorted frame keys, with their ``weight`` ``[U]`` and ``sums``
+            ``[U, 6]``.
+        """
         size = len(self._keys)
-        excess = size + len(keys) - self.max_points
+        excess = size + len(new) - self.max_points
         evicted_slots = np.empty(0, dtype=np.int64)
         if excess > 0:
             # Old and new voxels compete on equal terms: select among both weights at once.
-            drop = _lowest(np.concatenate([self._weight[:size], weight]), excess)
+            drop = _lowest(np.concatenate([self._weight[:size], weight[new]]), excess)
             evicted_slots = drop[drop < size]
-            keep = np.ones(len(keys), dtype=bool)
+            keep = np.ones(len(new), dtype=bool)
             keep[drop[drop >= size] - size] = False
-            at, keys, weight, sums = at[keep], keys[keep], weight[keep], sums[keep]
+            new = new[keep]
             LOG.debug('voxel map full: evicted %d lowest-weight voxels', excess)
+        at, keys, weight, sums = at[new], keys[new], weight[new], sums[new]
         # New voxels take the evicted slots first, then fresh ones at the end.
         slots = np.concatenate([evicted_slots, np.arange(size, size + len(keys)
                                                           - len(evicted_slots))])
@@ -265,8 +272,8 @@ class VoxelMap:
             setattr(self, name, grown)
 
     def _sorted_columns(self) -> tuple[np.ndarray, np.ndarray]:
-        # Weight [M] and sums [M, 6] in key order.
-        return self._weight[self._slot_of], self._sums[self._slot_of]
+        # Weight [M] and sums [M, 6] in key order; take() copies whole rows, unlike [].
+        return np.take(self._weight, self._slot_of), np.take(self._sums, self._slot_of, axis=0)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return the fused points, in the order of their voxel keys.
