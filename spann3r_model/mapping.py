@@ -197,6 +197,9 @@ class VoxelMap:
             raise ValueError(f'colors must be [{n}, 3] uint8, got {colors.dtype} {colors.shape}')
         if conf.shape != (n,):
             raise ValueError(f'conf must be [{n}], got {conf.shape}')
+        if points.dtype == np.float16:
+            # Exact widening: float16 cannot hold the key offset (2^20) that packing adds.
+            points = points.astype(np.float32)
         cells, used = _voxel_cells(points, self.voxel_size)
         # Comparisons are false for NaN; the upper bound rejects an infinite weight.
         used &= (conf > 0) & (conf < np.inf)

@@ -155,3 +155,17 @@ def test_fifty_thousand_points_per_frame_is_fast() -> None:
     print(f'voxel map: median {1e3 * np.median(times):.1f} ms per 50k-point frame, '
           f'{len(vmap)} voxels')
     assert np.median(times) < 0.5
+
+
+def test_half_precision_points_land_in_the_same_voxels() -> None:
+    rng = np.random.default_rng(4)
+    points = rng.uniform(-3, 3, size=(2000, 3)).astype(np.float16)
+    colors = rng.integers(0, 255, (2000, 3), dtype=np.uint8)
+    conf = rng.uniform(1, 5, 2000)
+    half, single = VoxelMap(0.05, 5000), VoxelMap(0.05, 5000)
+    assert half.integrate(points, colors, conf) == 2000
+    single.integrate(points.astype(np.float32), colors, conf)
+    for a, b in zip(half.arrays(), single.arrays()):
+        np.testing.assert_array_equal(a, b)
+    xyz, _, _ = half.arrays()
+    assert np.abs(xyz).max() <= 3.0
