@@ -187,6 +187,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     _say(f'rendering the synthetic sequence (seed {spec.seed}, {spec.frames} frames)')
     bag, scene_dir = prepare_sequence(spec, out / 'sequence')
     frames = read_bag_frames(bag, TOPIC_COLOR)
+    stages = {'render_s': time.monotonic() - t0}
     env = dds_environment()
     _say(f'starting the node (ROS_DOMAIN_ID={env["ROS_DOMAIN_ID"]}, weights {checkpoint.name})')
     for stale in ('map.ply', 'map_trajectory.txt'):
@@ -195,6 +196,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     node = start_node(checkpoint, out, env, image_size=args.image_size, device=args.device,
                       threads=args.threads, min_confidence=args.min_confidence,
                       log_path=node_log, timeout=args.timeout)
+    stages['node_start_s'] = time.monotonic() - t0 - sum(stages.values())
     try:
         os.environ.update({k: env[k] for k in ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE',
                                                'ROS_LOCALHOST_ONLY')})
@@ -210,9 +212,12 @@ def run_demo(args: argparse.Namespace) -> dict:
         code = stop_node(node)
     if code not in (0, None):
         LOG.warning('the node exited with code %s; see %s', code, node_log)
+    stages['playback_s'] = time.monotonic() - t0 - sum(stages.values())
     _say(f'the node answered {len(playback.outputs)} frames; map saved to {playback.saved_map}')
+    _say('scoring against the ground truth (official protocol: alignment, ICP, Acc/Comp/NC)')
     report = score(out, scene_dir, len(frames), playback, args)
-    report['run'].update(total_seconds=time.monotonic() - t0)
+    stages['evaluation_s'] = time.monotonic() - t0 - sum(stages.values())
+    report['run'].update(total_seconds=time.monotonic() - t0, stages=stages)
     write_reports(out, report)
     return report
 
