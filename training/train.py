@@ -159,6 +159,9 @@ class Trainer:
             if cfg.log.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
                 self.writer = SummaryWriter(str(self.out / 'tensorboard'))
+            # CPU kernels reduce in an order set by the thread count: a resume is bit-exact
+            # only with the count the run started with, so the log records it.
+            LOG.info('torch intra-op threads: %d', torch.get_num_threads())
         if getattr(self, '_rng_state', None) is not None:
             restore_rng(self._rng_state)
         # A run resumed at (or past) its step budget trains nothing more and only exports.

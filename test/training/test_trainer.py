@@ -77,28 +77,51 @@ def test_cli_reports_bad_configs(tmp_path, caplog):
     assert 'does not exist' in caplog.text
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run this process's torch on one intra-op thread for the test; yield that count.
+
+    CPU kernels reduce in an order that depends on the thread count, so two runs agree bit for
+    bit only with the same count. Other tests in the same process (the node's sessions, the
+    model tests) change it, so a test comparing against a child process pins it in both.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield 1
+    torch.set_num_threads(before)
+
+
+def _tail(path, lines=20):
+    return '\n'.join(path.read_text(errors='replace').splitlines()[-lines:])
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_from_its_last_checkpoint(scannet_root, tmp_path):
+def test_killed_run_resumes_from_its_last_checkpoint(scannet_root, tmp_path, one_torch_thread):
     data = _config(scannet_root, tmp_path / 'killed', epochs=50)
     cfg_path = tmp_path / 'killed.yaml'
     cfg_path.write_text(yaml.safe_dump(data))
-    env = {**os.environ, 'PYTHONPATH': str(REPO)}
-    proc = subprocess.Popen([sys.executable, '-m', 'training.train', str(cfg_path)], cwd=REPO,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, 'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': str(one_torch_thread)}
+    log = tmp_path / 'killed.log'
+    with open(log, 'wb') as sink:
+        proc = subprocess.Popen([sys.executable, '-m', 'training.train', str(cfg_path)],
+                                cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
     last = tmp_path / 'killed' / 'checkpoint-last.pt'
     deadline = time.time() + 240
     try:
         while time.time() < deadline:
             if last.is_file() and load_training_state(last)['global_step'] >= 2:
                 break
-            assert proc.poll() is None, 'the training process died on its own'
+            assert proc.poll() is None, f'the training process died on its own:\n{_tail(log)}'
             time.sleep(0.2)
         else:
-            pytest.fail('no checkpoint after 240 s')
+            pytest.fail(f'no checkpoint after 240 s:\n{_tail(log)}')
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
+    # The child really ran with the thread count of this process (else the comparison below
+    # would test the CPU kernels, not the resume).
+    assert f'torch intra-op threads: {one_torch_thread}' in log.read_text(), _tail(log)
     step = load_training_state(last)['global_step']
     data['optim']['max_steps'] = step + 1
     _run(data)
