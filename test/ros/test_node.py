@@ -106,6 +106,12 @@ def test_outputs_fields_sizes_stamps_and_frames(live):
 def test_map_is_transient_local_for_late_subscribers(live):
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import PointCloud2
+    # Fed here so the test stands alone: two frames give one refined frame in the map.
+    worker = live.node.worker
+    live.feed([smooth_frame(i) for i in range(2)], start_stamp=150.0)
+    live.wait_for(lambda: len(worker.voxel_map) > 0, 10, 'points in the map')
+    live.wait_for(lambda: live.msgs('map') and live.msgs('map')[-1].width == len(
+        worker.voxel_map), 5, 'map with the fed frames')
     got = []
     late = rclpy.create_node('late_probe')
     late.create_subscription(PointCloud2, 'map', got.append, QoSProfile(
@@ -114,7 +120,8 @@ def test_map_is_transient_local_for_late_subscribers(live):
     try:
         live.executor.add_node(late)
         live.wait_for(lambda: got, 10, 'latched map')
-        assert got[0].width > 0
+        # The late subscriber gets the last map published, not an empty or an older one.
+        assert got[0].width == live.msgs('map')[-1].width > 0
     finally:
         live.executor.remove_node(late)
         late.destroy_node()
