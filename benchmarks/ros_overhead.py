@@ -33,9 +33,9 @@ def bench_packing(frames: int) -> None:
     from sensor_msgs.msg import Image, PointCloud2
     from std_msgs.msg import Header
 
+    from spann3r_model.geometry import optical_to_rep103_points
     from spann3r_ros.cloud_packer import CloudPacker
     from spann3r_ros.conversions import cloud_msg, float_image_msg, image_to_rgb
-    from spann3r_ros.frames import points_world_to_map
 
     node = rclpy.create_node('bench_pack')
     pub_cloud = node.create_publisher(PointCloud2, 'bench_points', qos_profile_sensor_data)
@@ -56,7 +56,7 @@ def bench_packing(frames: int) -> None:
         image_to_rgb(msg)
         t1 = time.perf_counter()
         mask = conf >= 1.5
-        cloud = cloud_msg(header, points_world_to_map(pts), rgb, conf, mask=mask,
+        cloud = cloud_msg(header, optical_to_rep103_points(pts), rgb, conf, mask=mask,
                           packer=packer)
         conf_img = float_image_msg(header, conf)
         depth_img = float_image_msg(header, pts[..., 2])

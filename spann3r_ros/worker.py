@@ -16,11 +16,14 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from spann3r_model.geometry import depth_from_pointmap, optical_to_rep103_pose
+from spann3r_model.geometry import (
+    depth_from_pointmap,
+    optical_to_rep103_points,
+    optical_to_rep103_pose,
+)
 from spann3r_model.results import FrameResult, MemoryStats
 
 from .frame_queue import Frame, LatestFrameQueue
-from .frames import points_world_to_map
 from .node_config import NodeConfig
 from .segments import correspondences, fit_segment, Sim3
 
@@ -255,7 +258,7 @@ class ReconstructionWorker:
         conf = np.asarray(result.conf, np.float32)
         finite = _finite_points(points_world)
         return _ResultGeometry(points_world=points_world,
-                               points_map=points_world_to_map(points_world), conf=conf,
+                               points_map=optical_to_rep103_points(points_world), conf=conf,
                                finite=finite,
                                mask=finite & (conf >= self.config.min_confidence))
 

@@ -15,12 +15,11 @@ import torch
 from spann3r_model.checkpoint import save_safetensors
 from spann3r_model.config import TINY
 from spann3r_model.export import read_ply
-from spann3r_model.geometry import optical_to_rep103_pose
+from spann3r_model.geometry import optical_to_rep103_points, optical_to_rep103_pose
 from spann3r_model.spann3r import Spann3R
 from spann3r_ros.demo import DEFAULT_WEIGHTS
 from spann3r_ros.demo_player import NodeOutput, Playback
 from spann3r_ros.demo_report import dense_predictions
-from spann3r_ros.frames import points_world_to_map
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,7 +110,7 @@ def test_dense_pointmaps_are_rebuilt_from_the_published_clouds():
     for i in range(2):
         mask = conf[i] >= min_conf
         pose = optical_to_rep103_pose(T) if i == 1 else None
-        playback.outputs[stamps[i]] = NodeOutput(points_world_to_map(pts[i])[mask],
+        playback.outputs[stamps[i]] = NodeOutput(optical_to_rep103_points(pts[i])[mask],
                                                  conf[i][mask], conf[i], pose)
     dense = dense_predictions(playback, min_conf)
     assert list(dense.frame_index) == [0, 1]

@@ -1,4 +1,4 @@
-"""The map-frame convention: one definition (spann3r_model.geometry), a fast exact applier."""
+"""The map-frame convention: points and poses agree, quaternions are those TF expects."""
 
 import numpy as np
 import pytest
@@ -7,22 +7,11 @@ from spann3r_model.geometry import optical_to_rep103_points, optical_to_rep103_p
 from spann3r_ros import frames
 
 
-def test_points_match_the_geometry_definition_exactly():
-    rng = np.random.default_rng(0)
-    pts = rng.normal(scale=3.0, size=(5, 7, 3)).astype(np.float32)
-    fast = frames.points_world_to_map(pts)
-    assert fast.dtype == np.float32 and fast.shape == pts.shape
-    np.testing.assert_array_equal(fast, optical_to_rep103_points(pts).astype(np.float32))
-    # Looking along the optical axis is looking along map +x; image down is map -z.
-    np.testing.assert_array_equal(frames.points_world_to_map(np.array([0.0, 1.0, 2.0])),
-                                  [2.0, 0.0, -1.0])
-
-
-def test_a_non_finite_coordinate_stays_in_its_own_axis():
-    pts = np.array([[np.inf, 1.0, 2.0], [0.5, np.nan, 3.0]], np.float32)
-    out = frames.points_world_to_map(pts)
-    np.testing.assert_array_equal(out[0], [2.0, -np.inf, -1.0])
-    assert out[1, 0] == 3.0 and out[1, 1] == -0.5 and np.isnan(out[1, 2])
+def _rotate(q_xyzw, v):
+    """Rotate ``v`` by the unit quaternion ``q`` (Hamilton product q v q*)."""
+    x, y, z, w = q_xyzw
+    u = np.array([x, y, z])
+    return v + 2.0 * np.cross(u, np.cross(u, v) + w * v)
 
 
 def test_points_and_poses_agree():
@@ -35,12 +24,27 @@ def test_points_and_poses_agree():
     p_world = p_cam @ T[:3, :3].T + T[:3, 3]
     T_map = optical_to_rep103_pose(T)
     np.testing.assert_allclose(p_cam @ T_map[:3, :3].T + T_map[:3, 3],
-                               frames.points_world_to_map(p_world), atol=1e-6)
-    q = frames.quaternion_xyzw(T_map[:3, :3])
+                               optical_to_rep103_points(p_world), atol=1e-12)
+
+
+def test_quaternion_rotates_vectors_as_its_matrix():
+    rng = np.random.default_rng(2)
+    angle = 1.1
+    axis = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])
+    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    R = np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
+    q = frames.quaternion_xyzw(R)
     assert np.linalg.norm(q) == pytest.approx(1.0)
+    for v in rng.normal(size=(5, 3)):
+        np.testing.assert_allclose(_rotate(q, v), R @ v, atol=1e-12)
 
 
-def test_only_signed_permutations_have_an_axis_form():
-    assert frames._signed_axes(np.eye(3)) == ((0, 1.0), (1, 1.0), (2, 1.0))
-    with pytest.raises(ValueError, match='signed permutation'):
-        frames._signed_axes(np.full((3, 3), 0.5))
+def test_first_camera_has_the_standard_optical_frame_rotation():
+    # A camera at the origin of its own optical world sits in the map with the rotation ROS
+    # gives every *_optical_frame: (x, y, z, w) = (-0.5, 0.5, -0.5, 0.5), up to sign.
+    q = frames.quaternion_xyzw(optical_to_rep103_pose(np.eye(4))[:3, :3])
+    q = q if q[3] > 0 else -q
+    np.testing.assert_allclose(q, [-0.5, 0.5, -0.5, 0.5], atol=1e-12)
+    # Looking along the optical axis is looking along map +x; image down is map -z.
+    np.testing.assert_array_equal(optical_to_rep103_points(np.array([0.0, 1.0, 2.0])),
+                                  [2.0, 0.0, -1.0])

@@ -8,9 +8,9 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
 from spann3r_model.config import EngineConfig
+from spann3r_model.geometry import optical_to_rep103_points
 from spann3r_model.session import StreamingSession
 from spann3r_ros import node as node_module
-from spann3r_ros.frames import points_world_to_map
 from spann3r_ros.node import Spann3rNode
 
 
@@ -103,7 +103,8 @@ def test_provisional_results_come_with_their_own_frame_one_frame_before_refined(
     for i in range(1, 4):
         head2, refined = outs[i].provisional, outs[i + 1].refined
         assert head2.index == refined.index == i
-        head2_map, refined_map = (_finite(points_world_to_map(r.pts3d)) for r in (head2, refined))
+        head2_map, refined_map = (_finite(optical_to_rep103_points(r.pts3d))
+                                  for r in (head2, refined))
         published = _xyz(seen[True][1][stamps[i]])
         np.testing.assert_allclose(published, head2_map, rtol=1e-5, atol=1e-5)
         assert published.shape != refined_map.shape or not np.allclose(published, refined_map,

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from spann3r_model.config import EngineConfig, MemoryConfig, TINY
+from spann3r_model.geometry import optical_to_rep103_points
 from spann3r_model.mapping import VoxelMap
 from spann3r_model.session import StreamingSession
 from spann3r_model.spann3r import Spann3R
 from spann3r_ros import worker as worker_module
 from spann3r_ros.frame_queue import Frame
-from spann3r_ros.frames import points_world_to_map
 from spann3r_ros.node_config import NodeConfig
 from spann3r_ros.worker import ReconstructionWorker
 
@@ -66,7 +66,7 @@ def test_outputs_and_map_equal_the_session_results_computed_directly(model, refe
     assert [o.index for o in outputs] == [r.index for r in results] == [0, 1, 2]
     expected_map = VoxelMap(0.001, 10**6)
     for out, result in zip(outputs, results):
-        points_map = points_world_to_map(result.pts3d)
+        points_map = optical_to_rep103_points(result.pts3d)
         mask = np.isfinite(points_map).all(-1) & (result.conf >= min_conf)
         assert out.frame.stamp == result.stamp and not out.provisional
         np.testing.assert_array_equal(out.points_map, points_map)
