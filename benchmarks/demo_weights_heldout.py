@@ -67,6 +67,12 @@ def score(model: Spann3R, scene_dir: Path, image_size: int) -> dict:
     return row
 
 
+def _mean_finite(values: list[float]) -> float:
+    """Mean of the finite values (NaN when there is none, e.g. ATE without any pose)."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float('nan')
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -101,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f'{name:9s} {scene_dir.name}: ' + ', '.join(
                 f'{k} {v:.4g}' for k, v in rows[-1].items()) +
                 f' ({time.perf_counter() - t0:.0f} s)', flush=True)
-        mean = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
+        mean = {k: _mean_finite([r[k] for r in rows]) for k in rows[0]}
         results['models'][name] = {'per_scene': rows, 'mean': mean}
     print('\n| model | Acc | Acc med | Comp | Comp med | NC | NC med | ATE RMSE | posed |')
     print('|---|---|---|---|---|---|---|---|---|')
