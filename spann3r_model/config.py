@@ -158,7 +158,8 @@ class EngineConfig:
     :param precision: ``fp32``; ``fp16``/``bf16`` autocast on CUDA; ``int8`` dynamic
         quantisation of the linear layers on CPU.
     :param image_size: square model resolution in pixels (multiple of the patch size).
-    :param num_threads: CPU threads for torch (0 keeps torch's default).
+    :param num_threads: CPU threads for torch (0 keeps torch's default). torch's thread count
+        is process-wide, so a session created with a non-zero value sets it for the process.
     """
 
     device: str = 'auto'

@@ -27,12 +27,15 @@ class RunSection:
     :param resume: ``auto`` (the run directory's last checkpoint when present), ``never``,
         or a checkpoint path.
     :param device: ``auto``, ``cpu`` or ``cuda`` (each rank uses its local GPU).
+    :param num_threads: torch CPU threads of each process (0 keeps torch's default). On a
+        shared or small CPU one thread per process is often much faster than the default.
     """
 
     output_dir: str = 'runs/spann3r'
     seed: int = 0
     resume: str = 'auto'
     device: str = 'auto'
+    num_threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,8 @@ class TrainConfig:
             raise ValueError(f'model.init={self.model.init} needs model.checkpoint')
         if not 0 <= self.model.memory_dropout < 1:
             raise ValueError('model.memory_dropout must be in [0, 1)')
+        if self.run.num_threads < 0:
+            raise ValueError('run.num_threads must be >= 0')
         if not self.data.train:
             raise ValueError('data.train lists no dataset')
         if self.data.num_frames < 2:

@@ -62,6 +62,8 @@ class Trainer:
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
+        if config.run.num_threads > 0:
+            torch.set_num_threads(config.run.num_threads)
         self.dist = distributed.setup(config.run.device)
         self.out = Path(config.run.output_dir)
         self.device = self.dist.device

@@ -51,6 +51,7 @@ def test_overrides(tmp_path):
     ('data.batch_size=0', 'batch_size'),
     ('data.train=[]', 'data.train lists no dataset'),
     ('loss.curriculum=maybe', 'true or false'),
+    ('run.num_threads=-1', 'num_threads'),
 ])
 def test_bad_values_are_precise_errors(override, message):
     with pytest.raises(ValueError, match=message):

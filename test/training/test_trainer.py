@@ -98,9 +98,12 @@ def _tail(path, lines=20):
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(scannet_root, tmp_path, one_torch_thread):
     data = _config(scannet_root, tmp_path / 'killed', epochs=50)
+    # The child pins its thread count through the config (run.num_threads), not the environment.
+    data['run']['num_threads'] = one_torch_thread
     cfg_path = tmp_path / 'killed.yaml'
     cfg_path.write_text(yaml.safe_dump(data))
-    env = {**os.environ, 'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': str(one_torch_thread)}
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'}
+    env['PYTHONPATH'] = str(REPO)
     log = tmp_path / 'killed.log'
     with open(log, 'wb') as sink:
         proc = subprocess.Popen([sys.executable, '-m', 'training.train', str(cfg_path)],
