@@ -317,8 +317,8 @@ class VoxelMap:
         keys = np.array(state['keys'], dtype=np.int64)
         m = keys.shape[0]
         weight = np.array(state['weight'], dtype=np.float64)
-        xyz_sum = np.asarray(state['xyz_sum'], dtype=np.float64)
-        rgb_sum = np.asarray(state['rgb_sum'], dtype=np.float64)
+        xyz_sum = np.array(state['xyz_sum'], dtype=np.float64)
+        rgb_sum = np.array(state['rgb_sum'], dtype=np.float64)
         if keys.ndim != 1 or weight.shape != (m,) or xyz_sum.shape != (m, 3) or \
                 rgb_sum.shape != (m, 3):
             raise ValueError('voxel map state arrays have inconsistent shapes')
