@@ -147,6 +147,14 @@ def _merge_index(keys: np.ndarray, slots: np.ndarray, removed: np.ndarray, at: n
     return merged_keys, merged_slots
 
 
+def _plain_array(value: object, dtype: type) -> np.ndarray:
+    """Return a NumPy copy of ``value`` (array, list or a tensor from a safetensors file)."""
+    # Tensors convert through their own .numpy(): np.array(tensor) goes through an __array__
+    # that NumPy 2 warns about.
+    to_numpy = getattr(value, 'numpy', None)
+    return np.array(to_numpy() if callable(to_numpy) else value, dtype=dtype)
+
+
 class VoxelMap:
     """Voxel-hashed point map with a hard cap on the number of points.
 
@@ -314,11 +322,11 @@ class VoxelMap:
         if int(state['version']) != _STATE_VERSION:
             raise ValueError(f'voxel map state version {int(state["version"])} is not '
                              f'{_STATE_VERSION}')
-        keys = np.array(state['keys'], dtype=np.int64)
+        keys = _plain_array(state['keys'], np.int64)
         m = keys.shape[0]
-        weight = np.array(state['weight'], dtype=np.float64)
-        xyz_sum = np.array(state['xyz_sum'], dtype=np.float64)
-        rgb_sum = np.array(state['rgb_sum'], dtype=np.float64)
+        weight = _plain_array(state['weight'], np.float64)
+        xyz_sum = _plain_array(state['xyz_sum'], np.float64)
+        rgb_sum = _plain_array(state['rgb_sum'], np.float64)
         if keys.ndim != 1 or weight.shape != (m,) or xyz_sum.shape != (m, 3) or \
                 rgb_sum.shape != (m, 3):
             raise ValueError('voxel map state arrays have inconsistent shapes')
