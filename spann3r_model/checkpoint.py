@@ -173,7 +173,7 @@ def _torch_load(path: Path) -> Any:
             return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
         # Keep only the line naming what was refused: torch's generic advice around it is to
-        # retry with weights_only=False, which is exactly what must not happen here.
+        # retry with the restriction switched off, which is exactly what must not happen here.
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         reason = next((line for line in lines if 'GLOBAL' in line or 'Unsupported' in line),
                       lines[-1] if lines else repr(err))

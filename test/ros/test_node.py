@@ -3,7 +3,7 @@
 import math
 import time
 
-from node_harness import Harness, image_msg, isolate_dds, smooth_frame, write_tiny_checkpoint
+from node_harness import Harness, image_msg, smooth_frame
 import numpy as np
 import pytest
 import rclpy
@@ -14,21 +14,6 @@ from std_srvs.srv import SetBool, Trigger
 from spann3r_model.export import read_ply
 from spann3r_ros import conversions as conv
 from spann3r_ros.node import Spann3rNode
-
-
-@pytest.fixture(scope='module')
-def ros():
-    isolate_dds()
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
-
-
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp('ckpt') / 'tiny.safetensors'
-    write_tiny_checkpoint(path)
-    return path
 
 
 def make_node(checkpoint, out_dir, **overrides):

@@ -2,29 +2,13 @@
 
 import json
 
-from node_harness import Harness, isolate_dds, smooth_frame, write_tiny_checkpoint
+from node_harness import Harness, smooth_frame
 import numpy as np
 import pytest
-import rclpy
 from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 
 from spann3r_ros.node import Spann3rNode
-
-
-@pytest.fixture(scope='module')
-def ros():
-    isolate_dds()
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
-
-
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp('ckpt') / 'tiny.safetensors'
-    write_tiny_checkpoint(path)
-    return path
 
 
 def _node(checkpoint, out_dir, **overrides):

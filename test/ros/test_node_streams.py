@@ -1,9 +1,7 @@
 """The live node's streams: provisional output, several cameras in one memory, the path."""
 
-from node_harness import Harness, image_msg, isolate_dds, smooth_frame, write_tiny_checkpoint
+from node_harness import Harness, image_msg, smooth_frame
 import numpy as np
-import pytest
-import rclpy
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
@@ -12,21 +10,6 @@ from spann3r_model.geometry import optical_to_rep103_points
 from spann3r_model.session import StreamingSession
 from spann3r_ros import node as node_module
 from spann3r_ros.node import Spann3rNode
-
-
-@pytest.fixture(scope='module')
-def ros():
-    isolate_dds()
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
-
-
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp('ckpt') / 'tiny.safetensors'
-    write_tiny_checkpoint(path)
-    return path
 
 
 def _node(checkpoint, out_dir, **overrides):
