@@ -1,11 +1,17 @@
-"""Play a bag's colour frames into a running node in lock-step and collect what comes back.
+"""Play colour frames into a running node and collect what comes back.
 
 The node keeps only the newest pending frame, so a player that publishes faster than the model
-runs loses frames. This player instead publishes frame ``i + 1`` only after the node has
-answered for frame ``i - 1`` (the refined result of a frame is published when the next frame
-is processed), which makes a replay reproducible on any machine and turns the wait between
-publishing a frame and receiving the previous frame's output into a per-frame latency. Frame 0
-produces no output; the player waits for the node's diagnostics to report it processed.
+runs loses frames. By default this player therefore runs in lock-step: it publishes frame
+``i + 1`` only after the node has answered for frame ``i - 1`` (the refined result of a frame
+is published when the next frame is processed), which makes a replay reproducible on any
+machine and turns the wait between publishing a frame and receiving the previous frame's output
+into a per-frame latency. Frame 0 produces no output; the player waits for the node's
+diagnostics to report it processed.
+
+With a fixed ``rate`` the player instead publishes like a camera, without waiting: frames the
+node cannot keep up with are dropped by the node, which is what that mode measures. Its latency
+is from publishing frame ``i`` to receiving frame ``i``'s own output (one extra frame period,
+since a frame is refined when the next one arrives).
 
 rclpy is imported inside :func:`play_lockstep`, so importing this module needs no ROS.
 """
@@ -69,6 +75,7 @@ class Playback:
     :param latencies: ``[K]`` seconds from publishing frame ``i`` to receiving frame ``i - 1``.
     :param wall_s: seconds from the first publish to the last output.
     :param saved_map: path reported by ``~/save_map``, or None when it was not called.
+    :param rate: the fixed publishing rate in Hz, or None for lock-step playback.
     """
 
     stamps_ns: list[int] = field(default_factory=list)
@@ -77,6 +84,7 @@ class Playback:
     latencies: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     saved_map: Optional[str] = None
+    rate: Optional[float] = None
 
 
 def read_bag_frames(bag: Path, topic: str, max_frames: int = 0) -> list[BagFrame]:
@@ -148,19 +156,28 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 def play_lockstep(frames: list[BagFrame], *, node_name: str = 'spann3r_node',
                   image_topic: str = 'image', timeout: float = 120.0, save_map: bool = True,
-                  on_frame: Optional[Callable[[int, int], None]] = None) -> Playback:
-    """Publish ``frames`` to a running node one at a time and collect its outputs.
+                  on_frame: Optional[Callable[[int, int], None]] = None,
+                  rate: Optional[float] = None, reset: bool = False) -> Playback:
+    """Publish ``frames`` to a running node and collect its outputs.
 
     rclpy must be initialised by the caller (with the node's ``ROS_DOMAIN_ID``).
 
-    :param node_name: name of the reconstruction node (for its services).
+    :param node_name: name of the reconstruction node (for its services and diagnostics).
     :param image_topic: the node's input topic (raw ``sensor_msgs/Image``).
-    :param timeout: seconds to wait for the node to appear and for each answer.
+    :param timeout: seconds to wait for the node to appear and for each answer (with ``rate``:
+        for all answers after the last frame went out).
     :param save_map: call ``~/save_map`` after the last frame.
     :param on_frame: called with ``(frames_done, total)`` after each answer (progress).
-    :raises TimeoutError: when the node does not appear or stops answering.
-    :raises RuntimeError: when ``~/save_map`` fails.
+    :param rate: publish at this fixed rate in Hz instead of in lock-step; frames the node
+        drops are simply missing from the result.
+    :param reset: call ``~/reset`` first, so the reconstruction starts from empty memory
+        (and the node accepts stamps that an earlier playback already used).
+    :raises TimeoutError: when the node does not appear or (lock-step) stops answering.
+    :raises RuntimeError: when ``~/save_map`` or ``~/reset`` fails.
+    :raises ValueError: when ``rate`` is not positive.
     """
+    if rate is not None and not rate > 0:
+        raise ValueError(f'the publishing rate must be positive, got {rate}')
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseStamped
     import rclpy
@@ -177,7 +194,8 @@ def play_lockstep(frames: list[BagFrame], *, node_name: str = 'spann3r_node',
     # First arrival of any output of a frame: the clouds and images are best-effort (sensor
     # QoS), so the reliable pose also counts as the node's answer.
     arrival: dict[int, float] = {}
-    processed = [0]
+    # Highest frames_processed the node reported, and whether any report came yet.
+    processed = [0, False]
 
     def arrived(stamp: int) -> None:
         arrival.setdefault(stamp, time.monotonic())
@@ -206,6 +224,7 @@ def play_lockstep(frames: list[BagFrame], *, node_name: str = 'spann3r_node',
             if 'frames_processed' in values:
                 with lock:
                     processed[0] = max(processed[0], int(values['frames_processed']))
+                    processed[1] = True
 
     node.create_subscription(PointCloud2, 'points', on_points, qos_profile_sensor_data)
     node.create_subscription(Image, 'confidence', on_conf, qos_profile_sensor_data)
@@ -214,29 +233,44 @@ def play_lockstep(frames: list[BagFrame], *, node_name: str = 'spann3r_node',
     pub = node.create_publisher(Image, image_topic,
                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
     save = node.create_client(Trigger, f'/{node_name}/save_map')
+    reset_client = node.create_client(Trigger, f'/{node_name}/reset')
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
-    result = Playback()
+    result = Playback(rate=rate)
     try:
-        _wait(lambda: pub.get_subscription_count() > 0 and save.service_is_ready(), timeout,
+        _wait(lambda: pub.get_subscription_count() > 0
+              and (save.service_is_ready() or not save_map), timeout,
               f'node {node_name} to subscribe to {pub.topic_name}')
-        t_start = None
+        if reset:
+            _call(reset_client, timeout, '~/reset')
+        baseline = 0
+        if rate is None:
+            # frames_processed counts over the node's life: frame 0 is taken when it grows.
+            _wait(lambda: processed[1], timeout, f'/diagnostics of {node_name} (lock-step '
+                  'needs them: diagnostics_rate > 0)')
+            with lock:
+                baseline = processed[0]
+        t_start = time.monotonic()
         for i, frame in enumerate(frames):
             msg = Image(height=frame.rgb.shape[0], width=frame.rgb.shape[1], encoding='rgb8',
                         step=frame.rgb.shape[1] * 3, data=frame.rgb.tobytes())
             msg.header.frame_id = 'camera_color_optical_frame'
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(frame.stamp_ns, 10**9)
+            if rate is not None:
+                # Scheduled from the start, so publishing time does not slow the rate down.
+                time.sleep(max(0.0, t_start + i / rate - time.monotonic()))
             now = time.monotonic()
-            t_start = now if t_start is None else t_start
             result.published[frame.stamp_ns] = now
             result.stamps_ns.append(frame.stamp_ns)
             pub.publish(msg)
+            if rate is not None:
+                continue
             if i == 0:
                 # No output for frame 0: wait until the worker has taken it, or frame 1
                 # would replace it in the node's newest-frame slot.
-                _wait(lambda: processed[0] >= 1, timeout, 'the node to process frame 0')
+                _wait(lambda: processed[0] > baseline, timeout, 'the node to process frame 0')
                 continue
             previous = frames[i - 1].stamp_ns
             _wait(lambda: previous in arrival, timeout,
@@ -244,7 +278,10 @@ def play_lockstep(frames: list[BagFrame], *, node_name: str = 'spann3r_node',
             result.latencies.append(arrival[previous] - now)
             if on_frame is not None:
                 on_frame(i, len(frames))
-        result.wall_s = max(arrival.values()) - t_start if arrival else 0.0
+        if rate is not None:
+            _collect_fixed_rate(frames, result, arrival, lock, timeout)
+        with lock:
+            result.wall_s = max(arrival.values()) - t_start if arrival else 0.0
         # Cloud, confidence and pose of a frame go out together; give the last ones a moment.
         last = frames[-2].stamp_ns if len(frames) > 1 else None
         if last is not None:
@@ -253,13 +290,7 @@ def play_lockstep(frames: list[BagFrame], *, node_name: str = 'spann3r_node',
             except TimeoutError:
                 LOG.warning('the cloud or confidence image of the last answered frame is missing')
         if save_map:
-            future = save.call_async(Trigger.Request())
-            _wait(future.done, timeout, '~/save_map')
-            response = future.result()
-            if response is None or not response.success:
-                raise RuntimeError(f'~/save_map failed: '
-                                   f'{getattr(response, "message", "no response")}')
-            result.saved_map = response.message
+            result.saved_map = _call(save, timeout, '~/save_map')
     finally:
         executor.shutdown()
         spinner.join(timeout=5)
@@ -274,3 +305,52 @@ def play_lockstep(frames: list[BagFrame], *, node_name: str = 'spann3r_node',
     if missing:
         LOG.warning('%d answered frames lack their point cloud (best-effort delivery)', missing)
     return result
+
+
+def _call(client: Any, timeout: float, what: str) -> str:
+    """Call a ``Trigger`` service; return its message.
+
+    :raises RuntimeError: when it fails.
+    """
+    from std_srvs.srv import Trigger
+
+    _wait(client.service_is_ready, timeout, f'{what} to be available')
+    future = client.call_async(Trigger.Request())
+    _wait(future.done, timeout, what)
+    response = future.result()
+    if response is None or not response.success:
+        raise RuntimeError(f'{what} failed: {getattr(response, "message", "no response")}')
+    return response.message
+
+
+def _collect_fixed_rate(frames: list[BagFrame], result: Playback, arrival: dict[int, float],
+                        lock: threading.Lock, timeout: float) -> None:
+    """Wait for the answers of a fixed-rate playback; frames the node dropped stay missing.
+
+    The latency of frame ``i`` runs from its publication to its own output.
+    """
+    expected = [f.stamp_ns for f in frames[:-1]]  # the last frame is never refined
+    # A dropped frame never answers: stop once all came back, or the node has been quiet
+    # for a while, or at the timeout. The node holds at most two frames (one running, one
+    # pending) when the last one went out, so a long silence means the rest were dropped.
+    quiet = min(timeout, max(30.0, 5.0 / result.rate))
+    deadline = time.monotonic() + timeout
+    last_change, seen = time.monotonic(), -1
+    while time.monotonic() < deadline:
+        with lock:
+            count = sum(1 for s in expected if s in arrival)
+        if count == len(expected):
+            break
+        if count != seen:
+            last_change, seen = time.monotonic(), count
+        elif time.monotonic() - last_change > quiet:
+            break
+        time.sleep(0.02)
+    with lock:
+        for stamp in expected:
+            if stamp in arrival:
+                result.latencies.append(arrival[stamp] - result.published[stamp])
+        dropped = sum(1 for s in expected if s not in arrival)
+    if dropped:
+        LOG.info('the node answered %d of %d frames at %.3g Hz', len(expected) - dropped,
+                 len(expected), result.rate)

@@ -1,158 +1,192 @@
-"""``spann3r-eval --live``: publish a sequence to a running node and collect its outputs.
+"""``spann3r-eval --live``: play a sequence into a running node and score what it publishes.
 
-The frames go out on the node's ``image`` topic (sensor_msgs/Image, rgb8) at a fixed rate with
-increasing stamps; the node's ``pose`` and ``points`` outputs are matched to them by stamp. The
-report holds what a live run can be judged on: how many frames came back, end-to-end latency
-(publish to output, which includes the one-frame delay of the refined result), throughput, and
-ATE of the published poses after Sim(3) alignment. The node publishes confidence-filtered clouds
-rather than full pointmaps, so the pixelwise official protocol does not apply here; the received
-cloud is written as a PLY, mapped into the ground-truth frame by the trajectory alignment.
+The frames go to the node's image topic through the demo's player
+(:func:`spann3r_ros.demo_player.play_lockstep`): in lock-step by default (frame ``i + 1`` goes
+out when the node has answered for frame ``i - 1``, so no frame is lost on a slow machine), or
+at a fixed ``rate`` like a camera (the node drops what it cannot keep up with; that mode
+measures drops). The node's clouds and confidence images are rebuilt into dense pointmaps
+(:func:`spann3r_ros.demo_report.dense_predictions`) and scored exactly like the offline path
+(:func:`spann3r_ros.replay.evaluate`): Acc / Comp / NC after median shift/scale alignment and
+ICP, ATE after Sim(3), throughput and per-frame latency percentiles.
 
-rclpy is imported here only, so the rest of the bag tools run without ROS.
+The official protocol uses every pixel. The node publishes only pixels whose confidence
+reaches its ``min_confidence`` parameter (1.0, the lowest possible confidence, publishes all),
+so the report says which fraction of the pixels was published and evaluated.
+
+The node is reset (``~/reset``) before the playback, so the reconstruction starts from empty
+memory as the offline path does; its map and trajectory so far are cleared.
+
+rclpy is imported inside the functions, so the rest of the bag tools run without ROS.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from typing import Any
+import logging
+from typing import Any, Optional
 
 import numpy as np
 
-from spann3r_model.evaluation import absolute_trajectory_error, latency_stats
-
-from .replay import model_input
+from .demo_player import BagFrame, play_lockstep, Playback
+from .demo_report import dense_predictions
+from .predictions import Predictions
+from .replay import evaluate, model_input
 from .scannet import ScanNetScene
 
-START_STAMP = 1000.0
-_FIELD_DTYPES = {7: '<f4', 8: '<f8'}
+LOG = logging.getLogger(__name__)
+
+START_STAMP_NS = 1000 * 10**9
+# Stamps of lock-step playback are spaced like a 5 Hz camera (the node checks they increase).
+LOCKSTEP_PERIOD_NS = 200_000_000
 
 
-def _cloud_xyz(msg: Any) -> np.ndarray:
-    """``[N, 3]`` float32 x, y, z of a PointCloud2 with float32/float64 coordinates."""
-    fields = {f.name: f for f in msg.fields}
-    if not {'x', 'y', 'z'} <= set(fields):
-        raise ValueError('point cloud has no x, y, z fields')
-    n = msg.width * msg.height
-    raw = np.frombuffer(bytes(msg.data), np.uint8)[:n * msg.point_step]
-    rows = raw.reshape(n, msg.point_step)
-    cols = []
-    for name in 'xyz':
-        f = fields[name]
-        dtype = np.dtype(_FIELD_DTYPES[f.datatype])
-        cols.append(rows[:, f.offset:f.offset + dtype.itemsize].copy().view(dtype)[:, 0])
-    return np.stack(cols, axis=1).astype(np.float32)
+def scene_frames(scene: ScanNetScene, frame_ids: list[int], rate: Optional[float] = None
+                 ) -> list[BagFrame]:
+    """Return the model inputs of ``frame_ids`` with increasing stamps.
 
-
-def _stamp(header: Any) -> float:
-    return round(header.stamp.sec + header.stamp.nanosec * 1e-9, 6)
-
-
-def run_live(scene: ScanNetScene, frame_ids: list[int], topic: str = 'image',
-             rate: float = 2.0, timeout: float = 60.0) -> tuple[dict, dict, dict]:
-    """Publish the frames to a running node and evaluate what it sends back.
-
-    :return: ``(report, plot_data, clouds)`` for :func:`replay.write_outputs_live`.
-    :raises ValueError: when no node subscribes to ``topic`` within ``timeout`` seconds.
+    :param rate: stamp spacing in Hz (the playback rate), or None for 5 Hz.
     """
-    from geometry_msgs.msg import PoseStamped
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import Image, PointCloud2
+    period = LOCKSTEP_PERIOD_NS if rate is None else int(round(1e9 / rate))
+    return [BagFrame(START_STAMP_NS + i * period, model_input(scene, fid))
+            for i, fid in enumerate(frame_ids)]
 
-    if rate <= 0:
+
+def node_min_confidence(node_name: str, timeout: float) -> float:
+    """Ask the running node for its ``min_confidence`` parameter.
+
+    rclpy must be initialised.
+
+    :raises ValueError: when the node's parameter service does not answer within ``timeout``.
+    """
+    from rcl_interfaces.msg import ParameterType
+    from rcl_interfaces.srv import GetParameters
+    import rclpy
+
+    node = rclpy.create_node('spann3r_eval_live_params')
+    try:
+        client = node.create_client(GetParameters, f'/{node_name}/get_parameters')
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise ValueError(f'node {node_name} has no parameter service (waited {timeout:.0f} '
+                             's); is it running? Pass --node-name or --min-confidence')
+        future = client.call_async(GetParameters.Request(names=['min_confidence']))
+        rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
+        response = future.result()
+        value = response.values[0] if response is not None and response.values else None
+        if value is None or value.type != ParameterType.PARAMETER_DOUBLE:
+            raise ValueError(f'node {node_name} did not report a float min_confidence; '
+                             'pass --min-confidence')
+        return float(value.double_value)
+    finally:
+        node.destroy_node()
+
+
+def run_live(scene: ScanNetScene, frame_ids: list[int], *, node_name: str = 'spann3r_node',
+             topic: str = 'image', rate: Optional[float] = None, timeout: float = 60.0,
+             min_confidence: Optional[float] = None, use_icp: bool = True
+             ) -> tuple[dict, dict, dict]:
+    """Play the frames into a running node and evaluate its outputs with the official protocol.
+
+    :param node_name: the node's name (parameters, diagnostics).
+    :param topic: its image topic.
+    :param rate: fixed publishing rate in Hz, or None for lock-step playback.
+    :param timeout: seconds to wait for the node and for each answer.
+    :param min_confidence: the node's ``min_confidence``; asked from the node when None.
+    :param use_icp: run the ICP refinement of the protocol.
+    :return: ``(report, clouds, plot_data)`` as :func:`spann3r_ros.replay.evaluate` returns.
+    :raises ValueError: on a bad rate, when the node cannot be reached, or when its answers
+        cannot be evaluated (no answer for the reference frame 0).
+    """
+    import rclpy
+
+    if rate is not None and not rate > 0:
         raise ValueError(f'--rate must be positive, got {rate}')
+    if len(frame_ids) < 2:
+        raise ValueError(f'--live needs at least 2 frames (the last is never refined), '
+                         f'got {len(frame_ids)}')
+    frames = scene_frames(scene, frame_ids, rate)
     owns_context = not rclpy.ok()
     if owns_context:
         rclpy.init()
-    node = rclpy.create_node('spann3r_eval_live')
-    lock = threading.Lock()
-    poses: dict[float, tuple[float, np.ndarray]] = {}
-    clouds: dict[float, tuple[float, np.ndarray]] = {}
-
-    def on_pose(msg: Any) -> None:
-        p, q = msg.pose.position, msg.pose.orientation
-        from .bag_messages import matrix_from
-        T = matrix_from(p, q)
-        with lock:
-            poses[_stamp(msg.header)] = (time.monotonic(), T)
-
-    def on_points(msg: Any) -> None:
-        with lock:
-            clouds[_stamp(msg.header)] = (time.monotonic(), _cloud_xyz(msg))
-
-    node.create_subscription(PoseStamped, 'pose', on_pose, 10)
-    node.create_subscription(PointCloud2, 'points', on_points, qos_profile_sensor_data)
-    pub = node.create_publisher(Image, topic, 10)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    published: dict[float, float] = {}
     try:
-        deadline = time.monotonic() + timeout
-        while pub.get_subscription_count() == 0:
-            if time.monotonic() > deadline:
-                raise ValueError(f'no node subscribes to {pub.topic_name} (waited {timeout} s)')
-            time.sleep(0.05)
-        stamps = []
-        for i, fid in enumerate(frame_ids):
-            rgb = model_input(scene, fid)
-            stamp = round(START_STAMP + i / rate, 6)
-            msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding='rgb8',
-                        step=rgb.shape[1] * 3, data=rgb.tobytes())
-            msg.header.frame_id = 'camera'
-            msg.header.stamp.sec = int(stamp)
-            msg.header.stamp.nanosec = int(round((stamp - int(stamp)) * 1e9))
-            published[stamp] = time.monotonic()
-            pub.publish(msg)
-            stamps.append(stamp)
-            time.sleep(1.0 / rate)
-        # The node refines frame i when frame i + 1 arrives: the last one never comes back.
-        expected = stamps[:-1]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with lock:
-                if all(s in clouds for s in expected):
-                    break
-            time.sleep(0.05)
+        if min_confidence is None:
+            min_confidence = node_min_confidence(node_name, timeout)
+        try:
+            playback = play_lockstep(frames, node_name=node_name, image_topic=topic,
+                                     timeout=timeout, save_map=False, rate=rate,
+                                     reset=True)
+        except (TimeoutError, RuntimeError) as exc:
+            raise ValueError(str(exc)) from exc
     finally:
-        executor.shutdown()
-        spinner.join(timeout=5)
-        node.destroy_node()
         if owns_context:
             rclpy.try_shutdown()
-    return _summarise(scene, frame_ids, stamps, published, poses, clouds)
+    return score_playback(scene, frame_ids, playback, min_confidence, node_name, use_icp)
 
 
-def _summarise(scene: ScanNetScene, frame_ids: list[int], stamps: list[float],
-               published: dict, poses: dict, clouds: dict) -> tuple[dict, dict, dict]:
-    index = {s: i for i, s in enumerate(stamps)}
-    gt = np.stack([scene.pose(fid)[:3, 3] for fid in frame_ids])
-    latency = [clouds[s][0] - published[s] for s in stamps if s in clouds]
-    report: dict = {'sequence': scene.name, 'n_frames': len(frame_ids), 'source': 'live',
-                    'frame_ids': frame_ids, 'frames_published': len(stamps),
-                    'clouds_received': len(clouds), 'poses_received': len(poses)}
-    if latency:
-        report['latency'] = latency_stats(np.asarray(latency))
-        span = max(clouds[s][0] for s in clouds) - min(published.values())
-        report['output_rate_hz'] = len(clouds) / span if span > 0 else None
-    plot: dict = {'gt_positions': gt, 'latency': np.asarray(latency)}
-    matched = sorted(s for s in poses if s in index)
-    cloud_pts = np.concatenate([c[1] for c in clouds.values()]) if clouds else np.zeros((0, 3))
-    out_clouds: dict = {}
-    if len(matched) >= 3:
-        est = np.stack([poses[s][1][:3, 3] for s in matched])
-        ate = absolute_trajectory_error(est, gt[[index[s] for s in matched]])
-        est_full = np.full_like(gt, np.nan)
-        est_full[[index[s] for s in matched]] = ate.pop('aligned')
-        plot['est_positions'] = est_full
-        if len(cloud_pts):
-            aligned = ate['scale'] * cloud_pts @ ate['R'].T + ate['t']
-            out_clouds['prediction'] = (aligned.astype(np.float32), None)
-        ate['R'], ate['t'] = ate['R'].tolist(), ate['t'].tolist()
-        report['ate'] = ate
-    elif len(cloud_pts):
-        out_clouds['prediction_map_frame'] = (cloud_pts, None)
-    return report, plot, out_clouds
+def score_playback(scene: ScanNetScene, frame_ids: list[int], playback: Playback,
+                   min_confidence: float, node_name: str = 'spann3r_node',
+                   use_icp: bool = True) -> tuple[dict, dict, dict]:
+    """Rebuild the dense pointmaps of ``playback`` and score them like the offline path.
+
+    :raises ValueError: when frame 0, the reference camera, was not answered or rebuilt.
+    """
+    dense = dense_predictions(playback, min_confidence)
+    if dense.frame_index[0] != 0:
+        raise ValueError('the node did not answer frame 0, the reference camera of the '
+                         'reconstruction: nothing can be aligned')
+    preds = Predictions(dense.pts, dense.conf, None, dense.frame_index, dense.poses, 'image',
+                        'ours')
+    latencies = np.asarray(playback.latencies) if playback.latencies else None
+    report, clouds, plot = evaluate(scene, frame_ids, preds, latencies, use_icp)
+    throughput = len(playback.outputs) / playback.wall_s if playback.wall_s > 0 else None
+    if report.get('latency') is not None:
+        # Frames answered per second of playback, not the inverse of the mean latency.
+        report['latency']['fps'] = throughput
+    published = np.isfinite(dense.pts).all(axis=-1)
+    report['source'] = 'live'
+    report['live'] = {
+        'node': node_name,
+        'mode': 'lockstep' if playback.rate is None else 'fixed_rate',
+        'rate_hz': playback.rate,
+        'frames_published': len(playback.stamps_ns),
+        # The last frame is only refined when another one arrives: it never comes back.
+        'frames_expected': len(playback.stamps_ns) - 1,
+        'frames_answered': len(playback.outputs),
+        'frames_dropped': max(0, len(playback.stamps_ns) - 1 - len(playback.outputs)),
+        'frames_evaluated': int(len(dense.frame_index)),
+        'throughput_fps': throughput,
+        'min_confidence': float(min_confidence),
+        'published_pixel_fraction': float(published.mean()),
+        'filtered_by_min_confidence': bool(not published.all()),
+    }
+    return report, clouds, plot
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Return the live-run section appended to ``report.md`` (empty for other runs)."""
+    live = report.get('live')
+    if not live:
+        return ''
+    if live['mode'] == 'lockstep':
+        how = ('lock-step (each frame went out when the node had answered for the one before '
+               'the previous; no frame is dropped, latency is one model step plus transport)')
+    else:
+        how = (f'fixed rate {live["rate_hz"]:.3g} Hz (the node drops frames it cannot keep '
+               'up with; latency includes one frame period, as a frame is refined when the '
+               'next one arrives)')
+    lines = ['## Live run', '',
+             f'Node `{live["node"]}`, playback {how}.', '',
+             f'Frames published {live["frames_published"]}, answered '
+             f'{live["frames_answered"]} of {live["frames_expected"]} expected (the last is '
+             f'never refined), dropped {live["frames_dropped"]}, evaluated '
+             f'{live["frames_evaluated"]}.', '']
+    if live['throughput_fps'] is not None:
+        lines += [f'Throughput: {live["throughput_fps"]:.3g} frames/s.', '']
+    fraction = 100 * live['published_pixel_fraction']
+    if live['filtered_by_min_confidence']:
+        lines += ["**Not the full official protocol**: the node's min_confidence "
+                  f'{live["min_confidence"]:.3g} filtered pixels; only {fraction:.1f}% of the '
+                  'predicted pixels were published and evaluated (the protocol uses all: run '
+                  'the node with min_confidence 1.0).', '']
+    else:
+        lines += [f'All predicted pixels were published (min_confidence '
+                  f'{live["min_confidence"]:.3g}): the full official protocol applies.', '']
+    return '\n'.join(lines)

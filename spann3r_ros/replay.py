@@ -4,11 +4,12 @@ Three ways to get the predictions:
 
 * offline (default): run :class:`StreamingSession` from ``--checkpoint`` over the frames;
 * ``--predictions DIR``: saved outputs (``spann3r-reconstruct`` or the official demo);
-* ``--live``: publish the frames to a running node and collect its outputs (see
-  :mod:`spann3r_ros.live_eval`).
+* ``--live``: play the frames into a running node over ROS 2 topics and rebuild its
+  pointmaps from what it publishes (see :mod:`spann3r_ros.live_eval`).
 
-The reconstruction is scored with the official protocol (:mod:`spann3r_model.evaluation`);
-poses with ATE after Sim(3) alignment; the session run with FPS and latency percentiles.
+Every way is scored the same: the reconstruction with the official protocol
+(:mod:`spann3r_model.evaluation`), poses with ATE after Sim(3) alignment, the run with FPS and
+latency percentiles.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from spann3r_model.evaluation import absolute_trajectory_error, evaluate_pointma
 from . import eval_report
 from .gt_views import load_views, to_first_camera
 from .predictions import load_predictions, Predictions
-from .scannet import find_scenes, ScanNetScene
+from .scannet import atomic_write, find_scenes, ScanNetScene
 
 LOG = logging.getLogger(__name__)
 
@@ -117,9 +118,14 @@ def evaluate(scene: ScanNetScene, frame_ids: list[int], preds: Predictions,
     size = preds.pts3d.shape[1]
     views = load_views(scene, frame_ids, size=size, centre=preds.crop_centre)
     gt_cam0, valid, T0 = to_first_camera(views)
-    ev = evaluate_pointmaps(preds.pts3d, gt_cam0, valid, T0, use_icp=use_icp)
+    # Pixels without a prediction (NaN: a live node filtered them) are left out of both sides.
+    predicted = np.isfinite(preds.pts3d).all(axis=-1)
+    valid = valid & predicted
+    pts = np.where(predicted[..., None], preds.pts3d, 0).astype(np.float32)
+    ev = evaluate_pointmaps(pts, gt_cam0, valid, T0, use_icp=use_icp)
     report = {'sequence': scene.name, 'n_frames': len(frame_ids), 'frame_ids': frame_ids,
-              'source': preds.origin, 'crop_centre': preds.crop_centre, **ev.to_dict()}
+              'source': preds.origin, 'crop_centre': preds.crop_centre,
+              'evaluated_pixels': int(valid.sum()), **ev.to_dict()}
     report['icp'] = report['icp'] if use_icp else None
     plot: dict = {'gt_positions': np.stack([v.T_world_cam[:3, 3] for v in views]).astype(float)}
     if preds.poses is not None:
@@ -144,6 +150,8 @@ def evaluate(scene: ScanNetScene, frame_ids: list[int], preds: Predictions,
 def write_outputs(out: Path, report: dict, clouds: dict, plot: dict) -> None:
     """report.json / report.md, PLYs and PNG plots into ``out``."""
     eval_report.write_report(out, report, clouds)
+    if 'live' in report:
+        atomic_write(Path(out) / 'report.md', report_markdown(report).encode())
     est = plot.get('est_positions')
     eval_report.plot_trajectory(out / 'trajectory.png', plot['gt_positions'], est)
     if 'latency' in plot:
@@ -159,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument('--checkpoint', type=Path, help='weights (.pth or .safetensors)')
     src.add_argument('--predictions', type=Path, help='saved predictions to evaluate')
     src.add_argument('--live', action='store_true',
-                     help='publish to a running node instead of running the model here')
+                     help='play the frames into a running node over ROS 2 topics and score '
+                     'what it publishes (the node is reset first; run it with min_confidence '
+                     '1.0 for the full protocol)')
     p.add_argument('--out', type=Path, default=Path('eval_out'), help='report folder')
     p.add_argument('--scene', help='scene name when the dataset holds several')
     p.add_argument('--every', type=int, default=1, help='use every K-th frame (kf_every)')
@@ -173,9 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--no-pose', action='store_true',
                    help='do not estimate camera poses (no ATE; faster)')
     p.add_argument('--topic', default='image', help='--live: image topic of the node')
-    p.add_argument('--rate', type=float, default=2.0, help='--live: frames per second')
+    p.add_argument('--node-name', default='spann3r_node',
+                   help='--live: name of the running node (parameters, diagnostics)')
+    p.add_argument('--min-confidence', type=float,
+                   help="--live: the node's min_confidence (default: asked from the node)")
+    p.add_argument('--rate', type=float,
+                   help='--live: publish at this fixed rate in Hz, like a camera; measures '
+                   'what the node keeps up with (dropped frames, latency including one frame '
+                   'period). Default: lock-step playback (the next frame goes out when the '
+                   'node has answered; nothing dropped, latency = one model step plus '
+                   "transport), which measures quality and the node's own speed")
     p.add_argument('--timeout', type=float, default=60.0,
-                   help='--live: seconds to wait for the node')
+                   help='--live: seconds to wait for the node and for each answer')
     return p
 
 
@@ -191,8 +210,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ValueError as exc:
         print(f'spann3r-eval: error: {exc}', file=sys.stderr)  # noqa: T201
         return 2
-    print(eval_report.markdown(report))  # noqa: T201
+    print(report_markdown(report))  # noqa: T201
     return 0
+
+
+def report_markdown(report: dict) -> str:
+    """Return ``report.md``: the summary plus, for a live run, how the node was played."""
+    from .live_eval import markdown as live_markdown
+    return eval_report.markdown(report) + live_markdown(report)
 
 
 def _run(args: argparse.Namespace, work: Path) -> dict:
@@ -203,8 +228,12 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
     latencies = None
     if args.live:
         from .live_eval import run_live
-        report, plot, clouds = run_live(scene, frame_ids, args.topic, args.rate, args.timeout)
-        write_outputs_live(args.out, report, plot, clouds)
+        report, clouds, plot = run_live(scene, frame_ids, node_name=args.node_name,
+                                        topic=args.topic, rate=args.rate,
+                                        timeout=args.timeout,
+                                        min_confidence=args.min_confidence,
+                                        use_icp=not args.no_icp)
+        write_outputs(args.out, report, clouds, plot)
         return report
     if args.predictions is not None:
         preds = load_predictions(args.predictions, scene.name)
@@ -221,15 +250,6 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
     report['checkpoint'] = None if args.checkpoint is None else str(args.checkpoint)
     write_outputs(args.out, report, clouds, plot)
     return report
-
-
-def write_outputs_live(out: Path, report: dict, plot: dict, clouds: dict) -> None:
-    """Write the outputs of a ``--live`` run (no pixelwise metrics: the node sends clouds)."""
-    eval_report.write_report(out, report, clouds)
-    eval_report.plot_trajectory(out / 'trajectory.png', plot['gt_positions'],
-                                plot.get('est_positions'))
-    if len(plot.get('latency', ())):
-        eval_report.plot_latency(out / 'latency.png', plot['latency'])
 
 
 if __name__ == '__main__':

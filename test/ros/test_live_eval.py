@@ -1,31 +1,47 @@
-"""spann3r-eval --live against the real node (real rclpy, in-process, isolated DDS domain)."""
+"""spann3r-eval --live against the real node (real rclpy, in-process, isolated DDS domain).
+
+The node loads the shipped demo weights at 112 px, so focal and poses are meaningful and the
+whole protocol (Acc / Comp / NC, ATE) applies. The live metrics must equal those of the offline
+path (the same StreamingSession run here) on the frames both have: the node never refines the
+last frame, which the offline path flushes.
+"""
 
 import json
+import math
+from pathlib import Path
+import threading
 
-from node_harness import isolate_dds, write_tiny_checkpoint
+from node_harness import isolate_dds
+import numpy as np
 import pytest
 import rclpy
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
+from spann3r_model.config import EngineConfig
+from spann3r_model.session import StreamingSession
+from spann3r_ros.demo_player import NodeOutput, Playback
+from spann3r_ros.live_eval import score_playback
 from spann3r_ros.node import Spann3rNode
+from spann3r_ros.predictions import Predictions
+from spann3r_ros.replay import evaluate, run_session
 from spann3r_ros.replay import main as eval_main
+from spann3r_ros.scannet import ScanNetScene
 from spann3r_ros.synthetic_cli import main as synth_main
+
+WEIGHTS = Path(__file__).resolve().parents[2] / 'weights' / 'spann3r_tiny_demo.safetensors'
+IMAGE_SIZE = 112
+FRAMES = 6
+METRICS = ('acc', 'acc_med', 'comp', 'comp_med', 'nc', 'nc_med')
 
 
 @pytest.fixture(scope='module')
 def running_node(tmp_path_factory):
-    import threading
-
     isolate_dds()
     rclpy.init()
-    ckpt = tmp_path_factory.mktemp('ckpt') / 'tiny.safetensors'
-    write_tiny_checkpoint(ckpt)
-    params = {'checkpoint': str(ckpt), 'device': 'cpu', 'min_confidence': 1.0,
-              'image_size': 64, 'num_threads': 1, 'map_publish_rate': 0.0,
-              # Random weights give a meaningless (here negative) focal: no PnP poses.
-              'estimate_pose': False,
-              'output_dir': str(tmp_path_factory.mktemp('out'))}
+    params = {'checkpoint': str(WEIGHTS), 'device': 'cpu', 'min_confidence': 1.0,
+              'image_size': IMAGE_SIZE, 'num_threads': 1, 'map_publish_rate': 0.0,
+              'diagnostics_rate': 20.0, 'output_dir': str(tmp_path_factory.mktemp('out'))}
     node = Spann3rNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
@@ -39,17 +55,117 @@ def running_node(tmp_path_factory):
     rclpy.try_shutdown()
 
 
-def test_live_eval_publishes_frames_and_collects_outputs(running_node, tmp_path):
-    root = tmp_path / 'synth'
-    assert synth_main(['--out', str(root), '--name', 'room', '--frames', '5', '--width', '160',
-                       '--height', '120', '--scannet']) == 0
+@pytest.fixture(scope='module')
+def sequence(tmp_path_factory):
+    root = tmp_path_factory.mktemp('synth')
+    assert synth_main(['--out', str(root), '--name', 'room', '--frames', str(FRAMES),
+                       '--width', '160', '--height', '120', '--scannet']) == 0
+    return root
+
+
+def _offline_report(root: Path) -> dict:
+    """The offline path on the same frames, restricted to those the node answers."""
+    scene = ScanNetScene(root / 'scans' / 'room')
+    frame_ids = scene.frame_ids
+    assert len(frame_ids) == FRAMES
+    session = StreamingSession.from_checkpoint(
+        str(WEIGHTS), engine_config=EngineConfig(device='cpu', image_size=IMAGE_SIZE,
+                                                 num_threads=1))
+    preds, _ = run_session(session, scene, frame_ids)
+    keep = slice(0, FRAMES - 1)
+    cut = Predictions(preds.pts3d[keep], preds.conf[keep], preds.rgb[keep], preds.source[keep],
+                      preds.poses[keep], preds.crop_centre, preds.origin)
+    report, _, _ = evaluate(scene, frame_ids, cut)
+    return report
+
+
+def test_live_eval_reports_the_official_protocol_like_offline(running_node, sequence,
+                                                              tmp_path):
     out = tmp_path / 'report'
-    assert eval_main([str(root), '--live', '--out', str(out),
-                      '--rate', '2', '--timeout', '60']) == 0
+    assert eval_main([str(sequence), '--live', '--out', str(out), '--timeout', '120']) == 0
     report = json.loads((out / 'report.json').read_text())
-    assert report['frames_published'] == 5
-    # The refined result of frame i arrives with frame i + 1: four of five come back.
-    assert report['clouds_received'] == 4
-    assert report['latency']['n'] == 4 and report['latency']['p50_ms'] > 0
-    assert running_node.worker.processed >= 4
-    assert (out / 'report.md').exists() and (out / 'trajectory.png').exists()
+    live = report['live']
+    assert live['mode'] == 'lockstep' and live['min_confidence'] == 1.0
+    assert live['frames_published'] == FRAMES
+    # The refined result of frame i arrives with frame i + 1: the last one never comes back.
+    assert live['frames_answered'] == live['frames_evaluated'] == FRAMES - 1
+    assert live['frames_dropped'] == 0
+    assert live['published_pixel_fraction'] == 1.0 and not live['filtered_by_min_confidence']
+    assert report['n_frames'] == FRAMES - 1
+    for key in METRICS:
+        assert math.isfinite(report['metrics'][key]), key
+    assert 0.0 < report['metrics']['nc'] <= 1.0
+    assert report['ate'] is not None and math.isfinite(report['ate']['rmse'])
+    assert report['ate']['n'] == FRAMES - 1
+    lat = report['latency']
+    assert lat['n'] == FRAMES - 1 and 0 < lat['p50_ms'] <= lat['p90_ms'] <= lat['max_ms']
+    assert lat['fps'] > 0
+    for name in ('report.md', 'trajectory.png', 'latency.png', 'errors.png', 'prediction.ply',
+                 'ground_truth.ply'):
+        assert (out / name).is_file(), name
+    md = (out / 'report.md').read_text()
+    assert '## Live run' in md and 'lock-step' in md and 'full official protocol applies' in md
+
+    offline = _offline_report(sequence)
+    assert report['evaluated_pixels'] == offline['evaluated_pixels']
+    for key in METRICS:
+        assert report['metrics'][key] == pytest.approx(offline['metrics'][key], rel=1e-3,
+                                                       abs=1e-5), key
+    assert report['ate']['rmse'] == pytest.approx(offline['ate']['rmse'], rel=1e-3, abs=1e-5)
+
+
+def test_live_eval_fixed_rate_mode(running_node, sequence, tmp_path):
+    out = tmp_path / 'report'
+    assert eval_main([str(sequence), '--live', '--rate', '2', '--out', str(out),
+                      '--timeout', '60']) == 0
+    report = json.loads((out / 'report.json').read_text())
+    live = report['live']
+    assert live['mode'] == 'fixed_rate' and live['rate_hz'] == 2.0
+    assert live['frames_published'] == FRAMES
+    assert live['frames_answered'] + live['frames_dropped'] == FRAMES - 1
+    assert report['latency']['n'] == live['frames_answered']
+    # Fixed rate: from publishing frame i to its own output, i.e. at least a frame period.
+    assert report['latency']['p50_ms'] > 0
+    for key in METRICS:
+        assert math.isfinite(report['metrics'][key]), key
+    assert 'fixed rate 2 Hz' in (out / 'report.md').read_text()
+
+
+def test_live_eval_without_a_node_is_a_clear_error(sequence, tmp_path, capsys):
+    code = eval_main([str(sequence), '--live', '--node-name', 'nobody_here', '--out',
+                      str(tmp_path / 'r'), '--timeout', '1'])
+    assert code == 2
+    assert 'nobody_here' in capsys.readouterr().err
+    assert not (tmp_path / 'r' / 'report.json').exists()
+
+
+def test_filtered_pixels_are_reported_and_left_out(sequence):
+    """A node with min_confidence above 1 publishes part of the pixels: the report says so."""
+    scene = ScanNetScene(sequence / 'scans' / 'room')
+    frame_ids = scene.frame_ids[:4]
+    rng = np.random.default_rng(0)
+    size = 16
+    playback = Playback(rate=None)
+    for i in range(len(frame_ids)):
+        stamp = 10**9 * (i + 1)
+        playback.stamps_ns.append(stamp)
+        playback.published[stamp] = float(i)
+        if i == len(frame_ids) - 1:
+            continue
+        conf = 1.0 + 2.0 * rng.random((size, size)).astype(np.float32)
+        # Points in the map frame (REP 103 axes): x forward, so in front of the camera.
+        pts = np.stack([np.full((size, size), 2.0 + 0.1 * i),
+                        *np.meshgrid(np.linspace(1, -1, size), np.linspace(1, -1, size))[::-1]],
+                       axis=-1).astype(np.float32)
+        mask = conf >= 2.0
+        playback.outputs[stamp] = NodeOutput(pts[mask], conf[mask], conf, None, i + 0.5)
+        playback.latencies.append(0.5)
+    playback.wall_s = 3.0
+    report, _, _ = score_playback(scene, frame_ids, playback, min_confidence=2.0)
+    live = report['live']
+    assert live['filtered_by_min_confidence']
+    assert 0.3 < live['published_pixel_fraction'] < 0.7
+    assert report['evaluated_pixels'] <= live['published_pixel_fraction'] * 3 * size * size
+    assert live['throughput_fps'] == pytest.approx(1.0)
+    from spann3r_ros.live_eval import markdown
+    assert 'Not the full official protocol' in markdown(report)
