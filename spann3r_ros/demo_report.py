@@ -3,8 +3,8 @@
 The node publishes, per frame, a confidence-filtered cloud in the map frame (REP 103 axes) plus
 the full ``[S, S]`` confidence image. The cloud keeps the pixels in row-major order, so with the
 confidence image and the node's ``min_confidence`` the dense pointmap is recovered exactly and
-the official pixelwise protocol applies (:func:`spann3r_model.evaluation.evaluate_pointmaps`),
-on the pixels the node published. Nothing here imports ROS.
+the official pixelwise protocol applies (:func:`spann3r_ros.replay.score_pointmaps`, shared
+with ``spann3r-eval``), on the pixels the node published. Nothing here imports ROS.
 """
 
 from __future__ import annotations
@@ -17,17 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from spann3r_model.evaluation import (
-    absolute_trajectory_error,
-    CloudEvaluation,
-    evaluate_pointmaps,
-    latency_stats,
-)
+from spann3r_model.evaluation import absolute_trajectory_error, CloudEvaluation, latency_stats
 from spann3r_model.export import atomic_write_bytes
 from spann3r_model.geometry import R_BODY_OPTICAL
 
 from .demo_player import Playback
-from .gt_views import load_views, to_first_camera
+from .replay import score_pointmaps
 from .scannet import ScanNetScene
 
 LOG = logging.getLogger(__name__)
@@ -101,11 +96,8 @@ def evaluate_run(scene: ScanNetScene, frame_ids: list[int], preds: DensePredicti
     ids = [frame_ids[i] for i in preds.frame_index]
     size = preds.pts.shape[1]
     # The node's preprocessing crops around the image centre.
-    views = load_views(scene, ids, size=size, centre='image')
-    gt, valid, T0 = to_first_camera(views)
+    ev, views, used = score_pointmaps(scene, ids, preds.pts, 'image', use_icp=True)
     published = np.isfinite(preds.pts).all(axis=-1)
-    used = valid & published
-    ev = evaluate_pointmaps(np.nan_to_num(preds.pts), gt, used, T0, use_icp=True)
     report: dict[str, Any] = {
         'sequence': scene.name,
         'frames_played': len(frame_ids),

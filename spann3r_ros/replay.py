@@ -25,10 +25,15 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from spann3r_model.evaluation import absolute_trajectory_error, evaluate_pointmaps, latency_stats
+from spann3r_model.evaluation import (
+    absolute_trajectory_error,
+    CloudEvaluation,
+    evaluate_pointmaps,
+    latency_stats,
+)
 
 from . import eval_report
-from .gt_views import load_views, to_first_camera
+from .gt_views import GroundTruthView, load_views, to_first_camera
 from .predictions import load_predictions, Predictions
 from .scannet import atomic_write, find_scenes, ScanNetScene
 
@@ -100,6 +105,24 @@ def run_session(session, scene: ScanNetScene, frame_ids: list[int]
     return preds, np.asarray(latencies)
 
 
+def score_pointmaps(scene: ScanNetScene, frame_ids: list[int], pts3d: np.ndarray,
+                    centre: str, use_icp: bool = True
+                    ) -> tuple[CloudEvaluation, list[GroundTruthView], np.ndarray]:
+    """Run the official protocol on pointmaps of the frames ``frame_ids``.
+
+    :param pts3d: ``[N, S, S, 3]`` predictions in the first frame's camera; NaN pixels (a live
+        node did not publish them) are left out on both sides.
+    :param centre: crop centre of the predictions (``image`` or ``principal``).
+    :return: the evaluation, the ground-truth views and the ``[N, S, S]`` evaluated mask.
+    """
+    views = load_views(scene, frame_ids, size=pts3d.shape[1], centre=centre)
+    gt_cam0, valid, T0 = to_first_camera(views)
+    predicted = np.isfinite(pts3d).all(axis=-1)
+    valid = valid & predicted
+    pts = np.where(predicted[..., None], pts3d, 0).astype(np.float32)
+    return evaluate_pointmaps(pts, gt_cam0, valid, T0, use_icp=use_icp), views, valid
+
+
 def evaluate(scene: ScanNetScene, frame_ids: list[int], preds: Predictions,
              latencies: Optional[np.ndarray] = None, use_icp: bool = True
              ) -> tuple[dict, dict, dict]:
@@ -115,14 +138,8 @@ def evaluate(scene: ScanNetScene, frame_ids: list[int], preds: Predictions,
     if len(preds.pts3d) != len(frame_ids):
         raise ValueError(f'{len(preds.pts3d)} predicted frames for {len(frame_ids)} ground-truth '
                          'frames: match them with --every / --max-frames')
-    size = preds.pts3d.shape[1]
-    views = load_views(scene, frame_ids, size=size, centre=preds.crop_centre)
-    gt_cam0, valid, T0 = to_first_camera(views)
-    # Pixels without a prediction (NaN: a live node filtered them) are left out of both sides.
-    predicted = np.isfinite(preds.pts3d).all(axis=-1)
-    valid = valid & predicted
-    pts = np.where(predicted[..., None], preds.pts3d, 0).astype(np.float32)
-    ev = evaluate_pointmaps(pts, gt_cam0, valid, T0, use_icp=use_icp)
+    ev, views, valid = score_pointmaps(scene, frame_ids, preds.pts3d, preds.crop_centre,
+                                       use_icp)
     report = {'sequence': scene.name, 'n_frames': len(frame_ids), 'frame_ids': frame_ids,
               'source': preds.origin, 'crop_centre': preds.crop_centre,
               'evaluated_pixels': int(valid.sum()), **ev.to_dict()}

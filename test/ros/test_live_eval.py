@@ -11,10 +11,8 @@ import math
 from pathlib import Path
 import threading
 
-from node_harness import isolate_dds
 import numpy as np
 import pytest
-import rclpy
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
@@ -36,9 +34,7 @@ METRICS = ('acc', 'acc_med', 'comp', 'comp_med', 'nc', 'nc_med')
 
 
 @pytest.fixture(scope='module')
-def running_node(tmp_path_factory):
-    isolate_dds()
-    rclpy.init()
+def running_node(ros, tmp_path_factory):
     params = {'checkpoint': str(WEIGHTS), 'device': 'cpu', 'min_confidence': 1.0,
               'image_size': IMAGE_SIZE, 'num_threads': 1, 'map_publish_rate': 0.0,
               'diagnostics_rate': 20.0, 'output_dir': str(tmp_path_factory.mktemp('out'))}
@@ -52,7 +48,6 @@ def running_node(tmp_path_factory):
     executor.shutdown()
     thread.join(timeout=5)
     node.destroy_node()
-    rclpy.try_shutdown()
 
 
 @pytest.fixture(scope='module')
@@ -131,7 +126,7 @@ def test_live_eval_fixed_rate_mode(running_node, sequence, tmp_path):
     assert 'fixed rate 2 Hz' in (out / 'report.md').read_text()
 
 
-def test_live_eval_without_a_node_is_a_clear_error(sequence, tmp_path, capsys):
+def test_live_eval_without_a_node_is_a_clear_error(ros, sequence, tmp_path, capsys):
     code = eval_main([str(sequence), '--live', '--node-name', 'nobody_here', '--out',
                       str(tmp_path / 'r'), '--timeout', '1'])
     assert code == 2
