@@ -166,13 +166,13 @@ def markdown(report: dict[str, Any]) -> str:
     if not live:
         return ''
     if live['mode'] == 'lockstep':
-        how = ('lock-step (each frame went out when the node had answered for the one before '
-               'the previous; no frame is dropped, latency is one model step plus transport)')
+        how = ('lock-step (frame i went out once the node had returned the result of frame '
+               'i - 2; no frame is dropped, latency is one model step plus transport)')
     else:
         how = (f'fixed rate {live["rate_hz"]:.3g} Hz (the node drops frames it cannot keep '
                'up with; latency includes one frame period, as a frame is refined when the '
                'next one arrives)')
-    lines = ['## Live run', '',
+    lines = ['', '## Live run', '',
              f'Node `{live["node"]}`, playback {how}.', '',
              f'Frames published {live["frames_published"]}, answered '
              f'{live["frames_answered"]} of {live["frames_expected"]} expected (the last is '

@@ -17,6 +17,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
 from spann3r_model.config import EngineConfig
+from spann3r_model.geometry import optical_to_rep103_pose
 from spann3r_model.session import StreamingSession
 from spann3r_ros.demo_player import NodeOutput, Playback
 from spann3r_ros.live_eval import score_playback
@@ -134,10 +135,15 @@ def test_live_eval_without_a_node_is_a_clear_error(ros, sequence, tmp_path, caps
     assert not (tmp_path / 'r' / 'report.json').exists()
 
 
-def test_filtered_pixels_are_reported_and_left_out(sequence):
-    """A node with min_confidence above 1 publishes part of the pixels: the report says so."""
+def test_filtered_pixels_are_reported_and_poses_aligned(sequence):
+    """A node with min_confidence above 1 publishes part of the pixels: the report says so.
+
+    The published poses (map frame: REP 103 axes, another scale) are carried back into the
+    first camera's frame, so ATE after Sim(3) vanishes and the scale is recovered.
+    """
     scene = ScanNetScene(sequence / 'scans' / 'room')
-    frame_ids = scene.frame_ids[:4]
+    frame_ids = scene.frame_ids[:5]
+    T0_inv = np.linalg.inv(scene.pose(frame_ids[0]))
     rng = np.random.default_rng(0)
     size = 16
     playback = Playback(rate=None)
@@ -153,14 +159,20 @@ def test_filtered_pixels_are_reported_and_left_out(sequence):
                         *np.meshgrid(np.linspace(1, -1, size), np.linspace(1, -1, size))[::-1]],
                        axis=-1).astype(np.float32)
         mask = conf >= 2.0
-        playback.outputs[stamp] = NodeOutput(pts[mask], conf[mask], conf, None, i + 0.5)
+        T_cam0_cam = T0_inv @ scene.pose(frame_ids[i])
+        T_cam0_cam[:3, 3] *= 0.5
+        playback.outputs[stamp] = NodeOutput(pts[mask], conf[mask], conf,
+                                             optical_to_rep103_pose(T_cam0_cam), i + 0.5)
         playback.latencies.append(0.5)
-    playback.wall_s = 3.0
+    playback.wall_s = 4.0
     report, _, _ = score_playback(scene, frame_ids, playback, min_confidence=2.0)
     live = report['live']
     assert live['filtered_by_min_confidence']
     assert 0.3 < live['published_pixel_fraction'] < 0.7
-    assert report['evaluated_pixels'] <= live['published_pixel_fraction'] * 3 * size * size
+    assert report['evaluated_pixels'] <= live['published_pixel_fraction'] * 4 * size * size
     assert live['throughput_fps'] == pytest.approx(1.0)
+    assert report['ate']['n'] == 4 and report['ate']['rmse'] < 1e-5
+    assert report['ate']['scale'] == pytest.approx(2.0, rel=1e-5)
+    assert report['latency']['n'] == 4 and report['latency']['max_ms'] == pytest.approx(500.0)
     from spann3r_ros.live_eval import markdown
     assert 'Not the full official protocol' in markdown(report)
