@@ -249,7 +249,7 @@ def play_lockstep(frames: list[BagFrame], *, node_name: str = 'spann3r_node',
         if rate is None:
             # frames_processed counts over the node's life: frame 0 is taken when it grows.
             _wait(lambda: processed[1], timeout, f'/diagnostics of {node_name} (lock-step '
-                  'needs them: diagnostics_rate > 0)')
+                  'needs them: diagnostics_rate > 0; or play at a fixed rate)')
             with lock:
                 baseline = processed[0]
         t_start = time.monotonic()
