@@ -18,6 +18,7 @@ from torch import nn
 from .config import MemoryConfig, ModelConfig
 from .layers import Block, DecoderBlock, DPTHead, PatchEmbed, RoPE2D
 from .layers.blocks import BLOCK_NORM_EPS
+from .layers.linear import linear
 from .memory import SpatialMemory
 
 Prediction = dict[str, torch.Tensor]
@@ -141,7 +142,7 @@ class Spann3R(nn.Module):
         """
         net = self.dust3r
         out1, out2 = [feat1], [feat2]
-        x1, x2 = net.decoder_embed(feat1), net.decoder_embed(feat2)
+        x1, x2 = linear(net.decoder_embed, feat1), linear(net.decoder_embed, feat2)
         for blk1, blk2 in zip(net.dec_blocks, net.dec_blocks2):
             x1, x2 = blk1(x1, x2, pos1, pos2), blk2(x2, x1, pos2, pos1)
             out1.append(x1)
@@ -178,7 +179,11 @@ class Spann3R(nn.Module):
         :return: ``[B, P, key_dim]``.
         """
         head = self.attn_head_1 if which == 1 else self.attn_head_2
-        return head(torch.cat((feat, dec_last.to(feat.dtype)), dim=-1))
+        x = torch.cat((feat, dec_last.to(feat.dtype)), dim=-1)
+        fc1, act, fc2 = head
+        if head.training or type(act) is not nn.GELU or act.approximate != 'none':
+            return head(x)
+        return linear(fc2, linear(fc1, x, gelu=True))
 
     def encode_value(self, pts3d: torch.Tensor) -> torch.Tensor:
         """Memory-encoder output for a pointmap (before the key is added).
@@ -189,7 +194,7 @@ class Spann3R(nn.Module):
         x, _ = self.pos_patch_embed(pts3d.permute(0, 3, 1, 2))
         for blk in self.value_encoder:
             x = blk(x)
-        return self.value_out(self.value_norm(x))
+        return linear(self.value_out, self.value_norm(x))
 
     def new_memory(self, memory_config: MemoryConfig, tokens_per_frame: int, train: bool = False,
                    dropout: float = MEMORY_DROPOUT) -> SpatialMemory:

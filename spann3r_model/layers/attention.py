@@ -8,6 +8,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .linear import linear
 from .rope import RoPE2D
 
 
@@ -49,13 +50,13 @@ class Attention(nn.Module):
         :return: ``[B, N, C]``.
         """
         b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
+        qkv = linear(self.qkv, x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         if self.rope is not None:
             q = self.rope(q, pos)
             k = self.rope(k, pos)
         out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(_merge_heads(out))
+        return linear(self.proj, _merge_heads(out))
 
 
 class CrossAttention(nn.Module):
@@ -93,11 +94,11 @@ class CrossAttention(nn.Module):
         :param kpos: ``[B, Nk, 2]`` positions of the keys.
         :return: ``[B, Nq, C]``.
         """
-        q = _split_heads(self.projq(query), self.num_heads)
-        k = _split_heads(self.projk(key), self.num_heads)
-        v = _split_heads(self.projv(value), self.num_heads)
+        q = _split_heads(linear(self.projq, query), self.num_heads)
+        k = _split_heads(linear(self.projk, key), self.num_heads)
+        v = _split_heads(linear(self.projv, value), self.num_heads)
         if self.rope is not None:
             q = self.rope(q, qpos)
             k = self.rope(k, kpos)
         out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(_merge_heads(out))
+        return linear(self.proj, _merge_heads(out))

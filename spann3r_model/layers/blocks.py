@@ -1,9 +1,11 @@
 """Pre-norm transformer blocks of the encoder, the decoders and the memory encoder.
 
 The MLP is :class:`timm.layers.Mlp`: its ``fc1 -> GELU -> fc2`` structure and parameter names
-are exactly those of the official checkpoints, so there is no reason to re-implement it. The
-attention layers are our own because timm's have neither 2D RoPE nor the ``projq/projk/projv``
-cross-attention layout.
+are exactly those of the official checkpoints, so there is no reason to re-implement it; in
+evaluation its two layers are called through :func:`~.linear.linear` (GELU fused into ``fc1``,
+dropout and its identity norm skipped, as they do nothing there). The attention layers are
+our own because timm's have neither 2D RoPE nor the ``projq/projk/projv`` cross-attention
+layout.
 """
 
 from __future__ import annotations
@@ -15,10 +17,24 @@ import torch
 from torch import nn
 
 from .attention import Attention, CrossAttention
+from .linear import linear
 from .rope import RoPE2D
 
 #: LayerNorm epsilon of every transformer block (the memory's q/k/v norms use torch's 1e-5).
 BLOCK_NORM_EPS = 1e-6
+
+
+def run_mlp(mlp: Mlp, x: torch.Tensor) -> torch.Tensor:
+    """Apply a transformer MLP, through the fused inference path when that is exact.
+
+    :param mlp: ``fc1 -> GELU -> fc2`` (timm's ``Mlp`` with default dropout and norm).
+    :param x: ``[B, N, C]``.
+    :return: ``[B, N, C]``.
+    """
+    act = mlp.act
+    if mlp.training or type(act) is not nn.GELU or act.approximate != 'none':
+        return mlp(x)
+    return linear(mlp.fc2, linear(mlp.fc1, x, gelu=True))
 
 
 class Block(nn.Module):
@@ -48,7 +64,7 @@ class Block(nn.Module):
         :return: ``[B, N, C]``.
         """
         x = x + self.attn(self.norm1(x), pos)
-        return x + self.mlp(self.norm2(x))
+        return x + run_mlp(self.mlp, self.norm2(x))
 
 
 class DecoderBlock(nn.Module):
@@ -86,4 +102,4 @@ class DecoderBlock(nn.Module):
         x = x + self.attn(self.norm1(x), xpos)
         y = self.norm_y(y)
         x = x + self.cross_attn(self.norm2(x), y, y, xpos, ypos)
-        return x + self.mlp(self.norm3(x))
+        return x + run_mlp(self.mlp, self.norm3(x))

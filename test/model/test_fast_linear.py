@@ -1,0 +1,74 @@
+"""The oneDNN inference path of the linear layers agrees with ``nn.Linear``."""
+
+from __future__ import annotations
+
+from timm.layers import Mlp
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from spann3r_model.layers.blocks import run_mlp
+from spann3r_model.layers.linear import _use_onednn, linear, onednn_linear_available
+from spann3r_model.quantize import quantize_linear_int8
+
+
+def _layer(n_in: int = 64, n_out: int = 96, bias: bool = True) -> nn.Linear:
+    torch.manual_seed(0)
+    return nn.Linear(n_in, n_out, bias=bias)
+
+
+def test_matches_linear_and_gelu_in_float64_reference():
+    x = torch.randn(2, 37, 64)
+    for bias in (True, False):
+        layer = _layer(bias=bias)
+        ref = F.linear(x.double(), layer.weight.double(),
+                       None if layer.bias is None else layer.bias.double())
+        with torch.no_grad():
+            out = linear(layer, x)
+            fused = linear(layer, x, gelu=True)
+        assert out.shape == (2, 37, 96) and out.dtype == torch.float32
+        assert torch.allclose(out.double(), ref, atol=1e-5, rtol=1e-5)
+        assert torch.allclose(fused.double(), F.gelu(ref), atol=1e-5, rtol=1e-5)
+        # gelu really was applied: negative pre-activations shrink towards zero
+        assert (fused < out - 1e-3).any()
+
+
+def test_non_contiguous_input():
+    layer = _layer()
+    x = torch.randn(37, 2, 64).transpose(0, 1)
+    with torch.no_grad():
+        assert torch.allclose(linear(layer, x), layer(x), atol=1e-5)
+
+
+def test_fast_path_taken_in_inference_only():
+    layer = _layer()
+    x = torch.randn(1, 5, 64)
+    # autograd needs the differentiable torch layer
+    assert not _use_onednn(layer, x)
+    out = linear(layer, x, gelu=True)
+    out.sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert _use_onednn(layer, x) == onednn_linear_available()
+        assert not _use_onednn(layer, x.double())
+
+
+def test_mlp_fast_path_equals_module():
+    torch.manual_seed(0)
+    mlp = Mlp(32, 128).eval()
+    x = torch.randn(1, 11, 32)
+    with torch.no_grad():
+        assert torch.allclose(run_mlp(mlp, x), mlp(x), atol=1e-5)
+    mlp.train()
+    # training keeps the module's own forward (dropout would live there)
+    assert torch.equal(run_mlp(mlp, x), mlp(x))
+
+
+def test_quantized_layer_is_called_as_is():
+    model = nn.Sequential(_layer()).eval()
+    q = quantize_linear_int8(model)[0]
+    assert type(q) is not nn.Linear
+    x = torch.randn(1, 7, 64)
+    with torch.no_grad():
+        assert torch.equal(linear(q, x), q(x))
+        assert torch.equal(linear(q, x, gelu=True), F.gelu(q(x)))
