@@ -130,8 +130,11 @@ def score_playback(scene: ScanNetScene, frame_ids: list[int], playback: Playback
     """
     dense = dense_predictions(playback, min_confidence)
     if dense.frame_index[0] != 0:
+        hint = '' if playback.rate is None else (
+            f' (it dropped it: {playback.rate:.3g} Hz is faster than it runs; lower --rate or '
+            'leave it out for lock-step playback)')
         raise ValueError('the node did not answer frame 0, the reference camera of the '
-                         'reconstruction: nothing can be aligned')
+                         f'reconstruction: nothing can be aligned{hint}')
     preds = Predictions(dense.pts, dense.conf, None, dense.frame_index, dense.poses, 'image',
                         'ours')
     latencies = np.asarray(playback.latencies) if playback.latencies else None

@@ -176,3 +176,14 @@ def test_filtered_pixels_are_reported_and_poses_aligned(sequence):
     assert report['latency']['n'] == 4 and report['latency']['max_ms'] == pytest.approx(500.0)
     from spann3r_ros.live_eval import markdown
     assert 'Not the full official protocol' in markdown(report)
+
+
+def test_a_dropped_reference_frame_is_a_clear_error(sequence):
+    scene = ScanNetScene(sequence / 'scans' / 'room')
+    frame_ids = scene.frame_ids[:3]
+    playback = Playback(stamps_ns=[1, 2, 3], published={1: 0.0, 2: 0.1, 3: 0.2}, rate=50.0)
+    conf = np.ones((8, 8), np.float32)
+    pts = np.ones((64, 3), np.float32)
+    playback.outputs[2] = NodeOutput(pts, conf.ravel(), conf, None, 0.5)
+    with pytest.raises(ValueError, match='frame 0.*lower --rate'):
+        score_playback(scene, frame_ids, playback, min_confidence=1.0)
