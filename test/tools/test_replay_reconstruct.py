@@ -113,21 +113,3 @@ def test_unordered_picks_the_most_confident_chain(tiny_checkpoint):
     assert tuple(order[:2]) == max(scores, key=scores.get)
 
 
-def test_live_summary_aligns_poses_and_clouds(synth_root):
-    from spann3r_ros.live_eval import _summarise
-
-    scene = ScanNetScene(synth_root / 'scans' / 'room')
-    fids = scene.frame_ids
-    stamps = [10.0 + i for i in range(len(fids))]
-    # The node's map frame: the first camera, rotated and at another scale (what Sim(3) absorbs).
-    T0_inv = np.linalg.inv(scene.pose(fids[0]))
-    S = np.diag([0.5, 0.5, 0.5, 1.0])
-    poses = {s: (1.0 + i, S @ T0_inv @ scene.pose(f)) for i, (s, f) in enumerate(zip(stamps,
-                                                                                     fids))}
-    cloud = (S @ T0_inv @ np.r_[scene.pose(fids[1])[:3, 3], 1.0])[:3][None]
-    clouds = {stamps[0]: (0.5, cloud.astype(np.float32))}
-    published = {s: float(i) for i, s in enumerate(stamps)}
-    report, plot, out = _summarise(scene, fids, stamps, published, poses, clouds)
-    assert report['ate']['rmse'] < 1e-5 and report['ate']['scale'] == pytest.approx(2.0)
-    assert np.allclose(out['prediction'][0][0], scene.pose(fids[1])[:3, 3], atol=1e-4)
-    assert report['latency']['n'] == 1 and report['latency']['max_ms'] == pytest.approx(500.0)
