@@ -3,6 +3,12 @@
 Layout and names follow the official checkpoints (``dpt.scratch.*``, ``dpt.head.*``,
 ``dpt.act_postprocess.*``). The four ``scratch.layerX_rn`` convolutions are also reachable as
 ``scratch.layer_rn.(X-1)``: one module under two names, so a state_dict lists both keys.
+
+The feature maps run in channels-last layout: a token map ``[B, N, C]`` already is one, so
+viewing it as ``[B, C, h, w]`` costs no copy, and oneDNN's convolutions read it without
+reordering. A 1x1 convolution on such a map is a linear layer over the channels; torch sends
+small-batch single-thread 1x1 convolutions to a slow generic kernel, so these go through
+:func:`~.linear.onednn_linear` instead.
 """
 
 from __future__ import annotations
@@ -12,6 +18,35 @@ from typing import Sequence
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+from .linear import onednn_applies, onednn_linear
+
+
+def _is_pointwise(conv: nn.Module) -> bool:
+    return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+            and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1)
+
+
+def apply_conv(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply ``layer``; a 1x1 convolution on a channels-last map runs as a linear layer.
+
+    :param layer: any module taking ``[B, C, H, W]``.
+    :param x: ``[B, C, H, W]``.
+    :return: the layer's output (channels-last for the linear route).
+    """
+    if _is_pointwise(layer) and onednn_applies(x, layer.weight):
+        nhwc = x.permute(0, 2, 3, 1)
+        if nhwc.is_contiguous():
+            weight = layer.weight.view(layer.out_channels, layer.in_channels)
+            return onednn_linear(nhwc, weight, layer.bias).permute(0, 3, 1, 2)
+    return layer(x)
+
+
+def apply_sequential(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """Run an ``nn.Sequential`` through :func:`apply_conv` layer by layer."""
+    for layer in layers:
+        x = apply_conv(layer, x)
+    return x
 
 
 class Interpolate(nn.Module):
@@ -56,7 +91,7 @@ class FeatureFusionBlock(nn.Module):
             x = x + self.resConfUnit1(skip)
         x = self.resConfUnit2(x)
         x = F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=True)
-        return self.out_conv(x)
+        return apply_conv(self.out_conv, x)
 
 
 class _Scratch(nn.Module):
@@ -119,14 +154,16 @@ class DPTAdapter(nn.Module):
         maps = []
         for i, tok in enumerate(tokens):
             b, n, c = tok.shape
-            grid = tok.transpose(1, 2).reshape(b, c, nh, nw)
-            maps.append(self.scratch.layer_rn[i](self.act_postprocess[i](grid)))
+            # Channels-last view of the row-major patch grid, no copy.
+            grid = tok.reshape(b, nh, nw, c).permute(0, 3, 1, 2)
+            grid = apply_sequential(self.act_postprocess[i], grid)
+            maps.append(self.scratch.layer_rn[i](grid))
         s = self.scratch
         path = s.refinenet4(maps[3])[:, :, :maps[2].shape[2], :maps[2].shape[3]]
         path = s.refinenet3(path, maps[2])
         path = s.refinenet2(path, maps[1])
         path = s.refinenet1(path, maps[0])
-        return self.head(path)
+        return apply_sequential(self.head, path)
 
 
 def activate_pointmap(raw: torch.Tensor) -> dict[str, torch.Tensor]:

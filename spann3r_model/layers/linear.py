@@ -40,17 +40,40 @@ def onednn_linear_available() -> bool:
         return False
 
 
-def _use_onednn(layer: nn.Module, x: torch.Tensor) -> bool:
-    if type(layer) is not nn.Linear or x.device.type != 'cpu':
+def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``x @ weight.T`` can go through oneDNN with an identical float32 result.
+
+    :param x: the input.
+    :param weight: ``[out, in]`` weight.
+    :return: True on an x86-64 CPU for float32 tensors when autograd does not record the call.
+    """
+    if x.device.type != 'cpu' or weight.device.type != 'cpu':
         return False
-    weight = layer.weight
-    if x.dtype != torch.float32 or weight.dtype != torch.float32 or weight.device.type != 'cpu':
+    if x.dtype != torch.float32 or weight.dtype != torch.float32:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return False
     if torch.is_autocast_enabled('cpu'):
         return False
     return onednn_linear_available()
+
+
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  gelu: bool = False) -> torch.Tensor:
+    """``x @ weight.T + bias`` (then the erf GELU) through oneDNN; see :func:`onednn_applies`.
+
+    :param x: ``[..., in]``.
+    :param weight: ``[out, in]``.
+    :param bias: ``[out]`` or None.
+    :param gelu: apply ``GELU(approximate='none')``.
+    :return: ``[..., out]``.
+    """
+    attr, algorithm = ('gelu', 'none') if gelu else ('none', '')
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [], algorithm)
+
+
+def _use_onednn(layer: nn.Module, x: torch.Tensor) -> bool:
+    return type(layer) is nn.Linear and onednn_applies(x, layer.weight)
 
 
 def linear(layer: nn.Module, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
@@ -63,9 +86,6 @@ def linear(layer: nn.Module, x: torch.Tensor, gelu: bool = False) -> torch.Tenso
     :return: ``[..., out_features]``.
     """
     if _use_onednn(layer, x):
-        attr = 'gelu' if gelu else 'none'
-        algorithm = 'none' if gelu else ''
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, attr, [],
-                                                  algorithm)
+        return onednn_linear(x, layer.weight, layer.bias, gelu)
     out = layer(x)
     return F.gelu(out) if gelu else out

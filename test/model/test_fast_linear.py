@@ -72,3 +72,19 @@ def test_quantized_layer_is_called_as_is():
     with torch.no_grad():
         assert torch.equal(linear(q, x), q(x))
         assert torch.equal(linear(q, x, gelu=True), F.gelu(q(x)))
+
+
+def test_pointwise_conv_as_linear_matches_conv():
+    from spann3r_model.layers.dpt_head import apply_conv
+    torch.manual_seed(0)
+    conv = nn.Conv2d(24, 40, 1)
+    x = torch.randn(2, 24, 9, 13)
+    ref = F.conv2d(x.double(), conv.weight.double(), conv.bias.double())
+    with torch.no_grad():
+        for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+            out = apply_conv(conv, inp)
+            assert out.shape == (2, 40, 9, 13)
+            assert torch.allclose(out.double(), ref, atol=1e-5)
+        # a 3x3 convolution is left to torch
+        conv3 = nn.Conv2d(24, 8, 3, padding=1)
+        assert torch.equal(apply_conv(conv3, x), conv3(x))
