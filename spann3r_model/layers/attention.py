@@ -51,10 +51,15 @@ class Attention(nn.Module):
         """
         b, n, c = x.shape
         qkv = linear(self.qkv, x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        if self.rope is not None:
-            q = self.rope(q, pos)
-            k = self.rope(k, pos)
+        if self.rope is None:
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        else:
+            # Queries and keys share the positions: rotate both in one pass, from their strided
+            # [2, B, heads, N, D] view into dense tensors.
+            cos, sin = self.rope.rotation(pos, qkv.shape[-1], qkv.dtype)
+            qk = qkv[:, :, :2].permute(2, 0, 3, 1, 4)
+            q, k = self.rope.rotate(qk, cos[:, None], sin[:, None]).unbind(0)
+            v = qkv[:, :, 2].transpose(1, 2)
         out = F.scaled_dot_product_attention(q, k, v)
         return linear(self.proj, _merge_heads(out))
 
