@@ -73,3 +73,10 @@ def test_autograd_path_matches_and_backpropagates():
     out.square().sum().backward()
     # a rotation preserves norms, so d/dx |R x|^2 = 2 x
     assert torch.allclose(x.grad, 2 * x.detach(), atol=1e-5)
+
+
+def test_patch_positions_are_row_major():
+    pos = patch_positions(2, 3, 4)
+    assert pos.shape == (2, 12, 2) and pos.dtype == torch.int64
+    expected = [(r, c) for r in range(3) for c in range(4)]
+    assert [tuple(p) for p in pos[1].tolist()] == expected
