@@ -24,6 +24,8 @@ import numpy as np
 import torch
 
 from .config import EngineConfig, MemoryConfig, ModelConfig
+from .layers.dpt_head import is_pointwise
+from .layers.linear import pack_linear_weights
 from .memory import SpatialMemory, WriteReport
 from .preprocess import CropBox, preprocess
 from .results import FrameResult, MemoryStats, StepOutput
@@ -93,10 +95,14 @@ class StreamingSession:
         if engine_config.num_threads > 0:
             torch.set_num_threads(engine_config.num_threads)
         if precision == 'int8':
-            from .quantize import quantize_linear_int8
-            model = quantize_linear_int8(model)
+            from .quantize import quantize_int8
+            model = quantize_int8(model, head_convs=False)
         else:
             model = model.to(self._device).eval()
+            if engine_config.pack_weights and self._device.type == 'cpu' and precision == 'fp32':
+                pack_linear_weights(
+                    m.weight for m in model.modules()
+                    if type(m) is torch.nn.Linear or is_pointwise(m))
         self.model = model
         self.memory_config = memory_config
         self.engine_config = engine_config

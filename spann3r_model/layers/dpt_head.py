@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from .linear import onednn_applies, onednn_linear
 
 
-def _is_pointwise(conv: nn.Module) -> bool:
+def is_pointwise(conv: nn.Module) -> bool:
+    """Whether ``conv`` is a plain 1x1 convolution (a linear layer over the channels)."""
     return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
             and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1)
 
@@ -34,11 +35,12 @@ def apply_conv(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     :param x: ``[B, C, H, W]``.
     :return: the layer's output (channels-last for the linear route).
     """
-    if _is_pointwise(layer) and onednn_applies(x, layer.weight):
+    if is_pointwise(layer) and onednn_applies(x, layer.weight):
         nhwc = x.permute(0, 2, 3, 1)
         if nhwc.is_contiguous():
             weight = layer.weight.view(layer.out_channels, layer.in_channels)
-            return onednn_linear(nhwc, weight, layer.bias).permute(0, 3, 1, 2)
+            out = onednn_linear(nhwc, weight, layer.bias, source=layer.weight)
+            return out.permute(0, 3, 1, 2)
     return layer(x)
 
 

@@ -88,3 +88,28 @@ def test_pointwise_conv_as_linear_matches_conv():
         # a 3x3 convolution is left to torch
         conv3 = nn.Conv2d(24, 8, 3, padding=1)
         assert torch.equal(apply_conv(conv3, x), conv3(x))
+
+
+def test_packed_weights_follow_the_parameter():
+    import gc
+
+    from spann3r_model.layers.linear import pack_linear_weights, packed_weight_bytes
+    torch.manual_seed(0)
+    layer = _layer().eval()
+    x = torch.randn(1, 7, 64)
+    if not onednn_linear_available():
+        assert pack_linear_weights([layer.weight]) == 0
+        return
+    before = packed_weight_bytes()
+    with torch.no_grad():
+        plain = linear(layer, x)
+        assert pack_linear_weights([layer.weight]) == 1
+        packed = linear(layer, x)
+        assert torch.allclose(packed, plain, atol=1e-6)
+        assert packed_weight_bytes() == before + layer.weight.numel() * 4
+        # an in-place change of the weight (as load_state_dict makes) is picked up
+        layer.weight.mul_(-1.0)
+        assert torch.allclose(linear(layer, x), -(plain - layer.bias) + layer.bias, atol=1e-5)
+    del layer
+    gc.collect()
+    assert packed_weight_bytes() == before
