@@ -160,9 +160,9 @@ class EngineConfig:
     :param image_size: square model resolution in pixels (multiple of the patch size).
     :param num_threads: CPU threads for torch (0 keeps torch's default). torch's thread count
         is process-wide, so a session created with a non-zero value sets it for the process.
-    :param pack_weights: on an x86 CPU in fp32, keep a copy of the linear weights in oneDNN's
-        packed layout (a few percent faster per frame for twice the linear weights' memory:
-        +2.5 GB for the released model).
+    :param pack_weights: on an x86 CPU, keep a copy of the float linear and convolution
+        weights in oneDNN's packed layout: about 5% faster per frame in fp32, for a second
+        copy of those weights in memory (+2.4 GB for the released model in fp32).
     """
 
     device: str = 'auto'

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from .config import EngineConfig, MemoryConfig, ModelConfig
-from .layers.dpt_head import is_pointwise
 from .layers.linear import pack_linear_weights
 from .memory import SpatialMemory, WriteReport
 from .preprocess import CropBox, preprocess
@@ -99,10 +98,11 @@ class StreamingSession:
             model = quantize_linear_int8(model)
         else:
             model = model.to(self._device).eval()
-            if engine_config.pack_weights and self._device.type == 'cpu' and precision == 'fp32':
-                pack_linear_weights(
-                    m.weight for m in model.modules()
-                    if type(m) is torch.nn.Linear or is_pointwise(m))
+        if engine_config.pack_weights and self._device.type == 'cpu' and precision in (
+                'fp32', 'int8'):
+            # The float layers only: int8 linear layers are not nn.Linear any more.
+            pack_linear_weights(m.weight for m in model.modules()
+                                if type(m) in (torch.nn.Linear, torch.nn.Conv2d))
         self.model = model
         self.memory_config = memory_config
         self.engine_config = engine_config

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from . import packed
 from .linear import onednn_applies, onednn_linear
 
 
@@ -28,26 +29,56 @@ def is_pointwise(conv: nn.Module) -> bool:
             and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1)
 
 
-def apply_conv(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Apply ``layer``; a 1x1 convolution on a channels-last map runs as a linear layer.
+def _packed_conv(layer: nn.Conv2d, x: torch.Tensor, relu: bool) -> torch.Tensor | None:
+    """Run a registered convolution with its packed weight (and a fused ReLU), else None."""
+    if layer.padding_mode != 'zeros' or isinstance(layer.padding, str):
+        return None
+    args = (list(layer.padding), list(layer.stride), list(layer.dilation), layer.groups)
+    spec = tuple(x.shape)
+    reorder = torch._C._nn.mkldnn_reorder_conv2d_weight
+    weight = packed.packed_copy(
+        layer.weight, spec, lambda: reorder(layer.weight.detach().to_mkldnn(), *args, list(spec)))
+    if weight is None:
+        return None
+    if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+        x = x.contiguous(memory_format=torch.channels_last)
+    return torch.ops.mkldnn._convolution_pointwise(x, weight, layer.bias, *args,
+                                                   'relu' if relu else 'none', [], '')
+
+
+def apply_conv(layer: nn.Module, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+    """Apply ``layer`` (then a ReLU), through oneDNN's fused paths where they are exact.
+
+    A 1x1 convolution on a channels-last map runs as a linear layer; a convolution whose weight
+    was registered for packing (:mod:`.packed`) runs with its packed weight and the ReLU fused.
 
     :param layer: any module taking ``[B, C, H, W]``.
     :param x: ``[B, C, H, W]``.
-    :return: the layer's output (channels-last for the linear route).
+    :param relu: apply ``ReLU`` to the output.
+    :return: the layer's output (channels-last for the oneDNN routes).
     """
-    if is_pointwise(layer) and onednn_applies(x, layer.weight):
-        nhwc = x.permute(0, 2, 3, 1)
-        if nhwc.is_contiguous():
-            weight = layer.weight.view(layer.out_channels, layer.in_channels)
-            out = onednn_linear(nhwc, weight, layer.bias, source=layer.weight)
-            return out.permute(0, 3, 1, 2)
-    return layer(x)
+    if type(layer) is nn.Conv2d and onednn_applies(x, layer.weight):
+        if is_pointwise(layer) and not relu:
+            nhwc = x.permute(0, 2, 3, 1)
+            if nhwc.is_contiguous():
+                weight = layer.weight.view(layer.out_channels, layer.in_channels)
+                out = onednn_linear(nhwc, weight, layer.bias, source=layer.weight)
+                return out.permute(0, 3, 1, 2)
+        out = _packed_conv(layer, x, relu)
+        if out is not None:
+            return out
+    out = layer(x)
+    return F.relu(out) if relu else out
 
 
 def apply_sequential(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """Run an ``nn.Sequential`` through :func:`apply_conv` layer by layer."""
-    for layer in layers:
-        x = apply_conv(layer, x)
+    """Run an ``nn.Sequential`` through :func:`apply_conv`, a ReLU after a layer fused into it."""
+    modules = list(layers)
+    i = 0
+    while i < len(modules):
+        relu = i + 1 < len(modules) and type(modules[i + 1]) is nn.ReLU
+        x = apply_conv(modules[i], x, relu=relu)
+        i += 2 if relu else 1
     return x
 
 
@@ -74,8 +105,8 @@ class ResidualConvUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the unit to ``[B, C, H, W]``."""
-        out = self.conv1(F.relu(x))
-        return self.conv2(F.relu(out)) + x
+        out = apply_conv(self.conv1, F.relu(x), relu=True)
+        return apply_conv(self.conv2, out) + x
 
 
 class FeatureFusionBlock(nn.Module):
@@ -159,7 +190,7 @@ class DPTAdapter(nn.Module):
             # Channels-last view of the row-major patch grid, no copy.
             grid = tok.reshape(b, nh, nw, c).permute(0, 3, 1, 2)
             grid = apply_sequential(self.act_postprocess[i], grid)
-            maps.append(self.scratch.layer_rn[i](grid))
+            maps.append(apply_conv(self.scratch.layer_rn[i], grid))
         s = self.scratch
         path = s.refinenet4(maps[3])[:, :, :maps[2].shape[2], :maps[2].shape[3]]
         path = s.refinenet3(path, maps[2])

@@ -7,10 +7,9 @@ product runs at about 105 GFLOP/s through oneDNN against 50 through MKL, with th
 accumulation (results differ by rounding only). oneDNN also applies the MLP's GELU (erf form)
 while the output is still in cache.
 
-Layers registered with :func:`pack_linear_weights` additionally keep their weight in oneDNN's
-own blocked layout (packed once, re-packed when the weight changes), which saves the reorder
-oneDNN otherwise does on every call: about 4% of a released frame on one thread, for a second
-copy of the linear weights in memory.
+Layers registered with :func:`pack_linear_weights` also keep their weight in oneDNN's own
+blocked layout (:mod:`.packed`), which saves the reorder oneDNN otherwise does on every call:
+about 4% of a released frame on one thread, for a second copy of the linear weights.
 
 The layers stay plain ``nn.Linear`` modules, so parameter names, ``state_dict`` and dynamic
 int8 quantisation (which swaps modules by exact type) are untouched; only the call goes through
@@ -23,11 +22,12 @@ from __future__ import annotations
 import functools
 import platform
 from typing import Iterable
-import weakref
 
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+from . import packed
 
 
 @functools.lru_cache(maxsize=None)
@@ -72,67 +72,13 @@ def _cpu_autocast_enabled() -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
-class _PackedEntry:
-    """A registered weight: a weak reference to it, and its packed copy once made."""
-
-    __slots__ = ('ref', 'version', 'packed')
-
-    def __init__(self, ref: weakref.ref) -> None:
-        self.ref = ref
-        self.version = -1
-        self.packed: torch.Tensor | None = None
-
-
-# id(parameter) -> entry, for the weights of :func:`pack_linear_weights`. Keyed by identity
-# (tensors compare element-wise, so they cannot be dictionary keys by value); an entry goes
-# away with its parameter.
-_PACKED: dict[int, _PackedEntry] = {}
-
-
-def _forget(key: int) -> None:
-    _PACKED.pop(key, None)
-
-
 def pack_linear_weights(weights: Iterable[torch.Tensor]) -> int:
-    """Let :func:`onednn_linear` keep these ``[out, in]`` weights in oneDNN's packed layout.
-
-    Packing happens lazily, on the first oneDNN call that uses a weight, and again whenever the
-    weight has been modified in place since (``load_state_dict`` does that).
+    """Let :func:`onednn_linear` use packed copies of these weights (see :mod:`.packed`).
 
     :param weights: parameters of linear layers (or of 1x1 convolutions).
     :return: how many weights were registered (0 where oneDNN is not available).
     """
-    if not onednn_linear_available():
-        return 0
-    count = 0
-    for weight in weights:
-        key = id(weight)
-        entry = _PACKED.get(key)
-        if entry is None or entry.ref() is not weight:
-            _PACKED[key] = _PackedEntry(
-                weakref.ref(weight, lambda _, k=key: _forget(k)))
-        count += 1
-    return count
-
-
-def packed_weight_bytes() -> int:
-    """Bytes held by packed weights at present (all registered layers of the process)."""
-    total = 0
-    for entry in list(_PACKED.values()):
-        weight = entry.ref()
-        if weight is not None and entry.packed is not None:
-            total += weight.numel() * weight.element_size()
-    return total
-
-
-def _packed(weight: torch.Tensor, source: torch.Tensor, rows: int) -> torch.Tensor:
-    entry = _PACKED.get(id(source))
-    if entry is None or entry.ref() is not source:
-        return weight
-    if entry.packed is None or entry.version != source._version:
-        entry.packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
-        entry.version = source._version
-    return entry.packed
+    return packed.register(weights) if onednn_linear_available() else 0
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -149,8 +95,10 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     """
     attr, algorithm = ('gelu', 'none') if gelu else ('none', '')
     rows = x.numel() // max(x.shape[-1], 1)
-    w = _packed(weight, weight if source is None else source, rows)
-    return torch.ops.mkldnn._linear_pointwise(x, w, bias, attr, [], algorithm)
+    w = packed.packed_copy(weight if source is None else source, None,
+                           lambda: torch.ops.mkldnn._reorder_linear_weight(weight, rows))
+    return torch.ops.mkldnn._linear_pointwise(x, weight if w is None else w, bias, attr, [],
+                                              algorithm)
 
 
 def _use_onednn(layer: nn.Module, x: torch.Tensor) -> bool:

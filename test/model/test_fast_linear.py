@@ -93,7 +93,8 @@ def test_pointwise_conv_as_linear_matches_conv():
 def test_packed_weights_follow_the_parameter():
     import gc
 
-    from spann3r_model.layers.linear import pack_linear_weights, packed_weight_bytes
+    from spann3r_model.layers.linear import pack_linear_weights
+    from spann3r_model.layers.packed import packed_bytes as packed_weight_bytes
     torch.manual_seed(0)
     layer = _layer().eval()
     x = torch.randn(1, 7, 64)
@@ -113,3 +114,30 @@ def test_packed_weights_follow_the_parameter():
     del layer
     gc.collect()
     assert packed_weight_bytes() == before
+
+
+def test_head_with_packed_weights_matches_plain_head():
+    from spann3r_model.config import ModelConfig
+    from spann3r_model.layers.dpt_head import DPTHead
+    from spann3r_model.layers.linear import pack_linear_weights
+    from spann3r_model.layers.packed import packed_bytes
+    cfg = ModelConfig.preset('tiny')
+    torch.manual_seed(0)
+    d = cfg.dpt
+    head = DPTHead((cfg.enc_embed_dim,) + (cfg.dec_embed_dim,) * 3, d.layer_dims, d.feature_dim,
+                   d.last_dim, d.num_channels, cfg.patch_size).eval()
+    size = 64
+    n = (size // cfg.patch_size) ** 2
+    tokens = [torch.randn(1, n, c) for c in (cfg.enc_embed_dim,) + (cfg.dec_embed_dim,) * 3]
+    with torch.no_grad():
+        plain = head(tokens, (size, size))
+        registered = pack_linear_weights(
+            m.weight for m in head.modules() if type(m) in (nn.Linear, nn.Conv2d))
+        before = packed_bytes()
+        fast = head(tokens, (size, size))
+    for key in ('pts3d', 'conf'):
+        assert torch.allclose(fast[key], plain[key], rtol=1e-4, atol=1e-5), key
+    if onednn_linear_available():
+        assert registered > 0 and packed_bytes() > before
+    else:
+        assert registered == 0
