@@ -94,8 +94,8 @@ class StreamingSession:
         if engine_config.num_threads > 0:
             torch.set_num_threads(engine_config.num_threads)
         if precision == 'int8':
-            from .quantize import quantize_linear_int8
-            model = quantize_linear_int8(model)
+            from .quantize import quantize_for_cpu
+            model = quantize_for_cpu(model)
         else:
             model = model.to(self._device).eval()
         if engine_config.pack_weights and self._device.type == 'cpu' and precision in (
