@@ -42,11 +42,13 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim, device=device, dtype=dtype)
         self.rope = rope
 
-    def forward(self, x: torch.Tensor, pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pos: Optional[torch.Tensor] = None,
+                residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Attend every token to every token.
 
         :param x: ``[B, N, C]`` tokens.
         :param pos: ``[B, N, 2]`` patch positions (needed when RoPE is used).
+        :param residual: ``[B, N, C]`` added to the output (fused into the projection).
         :return: ``[B, N, C]``.
         """
         b, n, c = x.shape
@@ -61,7 +63,7 @@ class Attention(nn.Module):
             q, k = self.rope.rotate(qk, cos[:, None], sin[:, None]).unbind(0)
             v = qkv[:, :, 2].transpose(1, 2)
         out = F.scaled_dot_product_attention(q, k, v)
-        return linear(self.proj, _merge_heads(out))
+        return linear(self.proj, _merge_heads(out), residual=residual)
 
 
 class CrossAttention(nn.Module):
@@ -88,8 +90,8 @@ class CrossAttention(nn.Module):
         self.rope = rope
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                qpos: Optional[torch.Tensor] = None, kpos: Optional[torch.Tensor] = None
-                ) -> torch.Tensor:
+                qpos: Optional[torch.Tensor] = None, kpos: Optional[torch.Tensor] = None,
+                residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Attend ``query`` tokens to ``key``/``value`` tokens.
 
         :param query: ``[B, Nq, C]``.
@@ -97,6 +99,7 @@ class CrossAttention(nn.Module):
         :param value: ``[B, Nk, C]``.
         :param qpos: ``[B, Nq, 2]`` positions of the queries.
         :param kpos: ``[B, Nk, 2]`` positions of the keys.
+        :param residual: ``[B, Nq, C]`` added to the output (fused into the projection).
         :return: ``[B, Nq, C]``.
         """
         q = _split_heads(linear(self.projq, query), self.num_heads)
@@ -106,4 +109,4 @@ class CrossAttention(nn.Module):
             q = self.rope(q, qpos)
             k = self.rope(k, kpos)
         out = F.scaled_dot_product_attention(q, k, v)
-        return linear(self.proj, _merge_heads(out))
+        return linear(self.proj, _merge_heads(out), residual=residual)

@@ -24,17 +24,20 @@ from .rope import RoPE2D
 BLOCK_NORM_EPS = 1e-6
 
 
-def run_mlp(mlp: Mlp, x: torch.Tensor) -> torch.Tensor:
+def run_mlp(mlp: Mlp, x: torch.Tensor, residual: Optional[torch.Tensor] = None
+            ) -> torch.Tensor:
     """Apply a transformer MLP, through the fused inference path when that is exact.
 
     :param mlp: ``fc1 -> GELU -> fc2`` (timm's ``Mlp`` with default dropout and norm).
     :param x: ``[B, N, C]``.
+    :param residual: ``[B, N, C]`` added to the output (fused into ``fc2`` where possible).
     :return: ``[B, N, C]``.
     """
     act = mlp.act
     if mlp.training or type(act) is not nn.GELU or act.approximate != 'none':
-        return mlp(x)
-    return linear(mlp.fc2, linear(mlp.fc1, x, gelu=True))
+        out = mlp(x)
+        return out if residual is None else residual + out
+    return linear(mlp.fc2, linear(mlp.fc1, x, gelu=True), residual=residual)
 
 
 class Block(nn.Module):
@@ -63,8 +66,8 @@ class Block(nn.Module):
         :param pos: ``[B, N, 2]`` patch positions, used only with RoPE.
         :return: ``[B, N, C]``.
         """
-        x = x + self.attn(self.norm1(x), pos)
-        return x + run_mlp(self.mlp, self.norm2(x))
+        x = self.attn(self.norm1(x), pos, residual=x)
+        return run_mlp(self.mlp, self.norm2(x), residual=x)
 
 
 class DecoderBlock(nn.Module):
@@ -99,7 +102,7 @@ class DecoderBlock(nn.Module):
         :param ypos: ``[B, M, 2]`` positions of ``y``.
         :return: ``[B, N, C]`` updated ``x``.
         """
-        x = x + self.attn(self.norm1(x), xpos)
+        x = self.attn(self.norm1(x), xpos, residual=x)
         y = self.norm_y(y)
-        x = x + self.cross_attn(self.norm2(x), y, y, xpos, ypos)
-        return x + run_mlp(self.mlp, self.norm3(x))
+        x = self.cross_attn(self.norm2(x), y, y, xpos, ypos, residual=x)
+        return run_mlp(self.mlp, self.norm3(x), residual=x)

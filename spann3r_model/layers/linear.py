@@ -82,8 +82,11 @@ def pack_linear_weights(weights: Iterable[torch.Tensor]) -> int:
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                  gelu: bool = False, source: torch.Tensor | None = None) -> torch.Tensor:
-    """``x @ weight.T + bias`` (then the erf GELU) through oneDNN; see :func:`onednn_applies`.
+                  gelu: bool = False, source: torch.Tensor | None = None,
+                  residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ weight.T + bias``, then the erf GELU or ``+ residual``, through oneDNN.
+
+    See :func:`onednn_applies` for when this is exact.
 
     :param x: ``[..., in]``.
     :param weight: ``[out, in]``.
@@ -91,30 +94,46 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     :param gelu: apply ``GELU(approximate='none')``.
     :param source: the parameter ``weight`` is (or views, e.g. a 1x1 convolution's kernel);
         when it was registered with :func:`pack_linear_weights` its packed copy is used.
+    :param residual: contiguous float32 ``[..., out]`` to add (not with ``gelu``).
     :return: ``[..., out]``.
     """
-    attr, algorithm = ('gelu', 'none') if gelu else ('none', '')
     rows = x.numel() // max(x.shape[-1], 1)
     w = packed.packed_copy(weight if source is None else source, None,
                            lambda: torch.ops.mkldnn._reorder_linear_weight(weight, rows))
-    return torch.ops.mkldnn._linear_pointwise(x, weight if w is None else w, bias, attr, [],
-                                              algorithm)
+    w = weight if w is None else w
+    if residual is not None:
+        return torch.ops.mkldnn._linear_pointwise.binary(x, residual, w, bias, 'add')
+    attr, algorithm = ('gelu', 'none') if gelu else ('none', '')
+    return torch.ops.mkldnn._linear_pointwise(x, w, bias, attr, [], algorithm)
 
 
 def _use_onednn(layer: nn.Module, x: torch.Tensor) -> bool:
     return type(layer) is nn.Linear and onednn_applies(x, layer.weight)
 
 
-def linear(layer: nn.Module, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
-    """Apply a linear layer, optionally followed by the exact (erf) GELU.
+def linear(layer: nn.Module, x: torch.Tensor, gelu: bool = False,
+           residual: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply a linear layer, optionally followed by the exact (erf) GELU or a residual sum.
 
     :param layer: an ``nn.Linear`` (or a module that replaced it, such as a dynamically
         quantised linear layer, which is simply called).
     :param x: ``[..., in_features]`` input.
     :param gelu: apply ``GELU(approximate='none')`` to the output.
+    :param residual: ``[..., out_features]`` added to the output (not with ``gelu``); oneDNN
+        adds it while the output is still in cache.
     :return: ``[..., out_features]``.
     """
+    if gelu and residual is not None:
+        raise ValueError('linear: gelu and residual cannot be combined')
     if _use_onednn(layer, x):
-        return onednn_linear(x, layer.weight, layer.bias, gelu)
-    out = layer(x)
-    return F.gelu(out) if gelu else out
+        fusable = (residual is not None and residual.dtype == torch.float32
+                   and residual.is_contiguous()
+                   and residual.shape == x.shape[:-1] + (layer.out_features,))
+        if residual is None or fusable:
+            return onednn_linear(x, layer.weight, layer.bias, gelu, residual=residual)
+        out = onednn_linear(x, layer.weight, layer.bias, gelu)
+    else:
+        out = layer(x)
+        if gelu:
+            out = F.gelu(out)
+    return out if residual is None else residual + out

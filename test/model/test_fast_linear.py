@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from timm.layers import Mlp
 import torch
 from torch import nn
@@ -141,3 +142,21 @@ def test_head_with_packed_weights_matches_plain_head():
         assert registered > 0 and packed_bytes() > before
     else:
         assert registered == 0
+
+
+def test_residual_sum_is_fused_or_added_alike():
+    layer = _layer(64, 64)
+    x = torch.randn(1, 9, 64)
+    res_t = torch.randn(1, 64, 9)
+    res = res_t.transpose(1, 2).contiguous()
+    ref = F.linear(x.double(), layer.weight.double(), layer.bias.double()) + res.double()
+    with torch.no_grad():
+        fused = linear(layer, x, residual=res)
+        strided = linear(layer, x, residual=res_t.transpose(1, 2))  # not fusable: added after
+        quant = quantize_linear_int8(nn.Sequential(layer).eval())[0]
+        q = linear(quant, x, residual=res)
+    for out in (fused, strided):
+        assert torch.allclose(out.double(), ref, atol=1e-5)
+    assert torch.equal(q, res + quant(x))
+    with pytest.raises(ValueError, match='gelu and residual'):
+        linear(layer, x, gelu=True, residual=res)
