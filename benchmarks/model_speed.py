@@ -7,7 +7,8 @@ latency and RSS at frame 100 (or the first timed frame) versus the last one, and
 of two other modes relative to the default:
 
 * ``head2``: head 2 computed on every frame, as the official loop does (``provisional=True``);
-* ``int8``: dynamic int8 quantisation of the linear layers (CPU only).
+* ``int8``: the reduced-precision CPU mode (int8 linear layers, bfloat16 head convolutions
+  where the processor has native bfloat16; see :mod:`spann3r_model.quantize`).
 
 Targets on a 2-core CPU: default >= 90% of the matmul peak, default <= 0.85x head2,
 int8 <= 0.5x default. Example::
@@ -27,7 +28,7 @@ import torch
 from torch.utils import flop_counter
 
 from spann3r_model.config import EngineConfig, MemoryConfig, ModelConfig
-from spann3r_model.layers.linear import onednn_linear, onednn_linear_available
+from spann3r_model.layers.linear import onednn_linear, onednn_linear_available, pack_linear_weights
 from spann3r_model.session import StreamingSession
 from spann3r_model.spann3r import Spann3R
 
@@ -47,12 +48,14 @@ def sync(device: torch.device) -> None:
 def matmul_kernels(device: torch.device) -> dict[str, Callable]:
     """Return the fp32 GEMM routes the model can use on ``device``: ``a, w -> a @ w.T``.
 
-    On an x86 CPU both torch's default (MKL) and oneDNN are timed: they differ by up to 2x on
-    some processors, and the model uses oneDNN there, so the peak is the best of the two.
+    On an x86 CPU torch's default (MKL) and oneDNN are timed, oneDNN with plain and with
+    packed weights: they differ by up to 2x on some processors, and the model uses packed
+    oneDNN there, so the peak is the best of them.
     """
     kernels: dict[str, Callable] = {'torch.mm': lambda a, w: torch.mm(a, w.t())}
     if device.type == 'cpu' and onednn_linear_available():
         kernels['oneDNN'] = lambda a, w: onednn_linear(a, w, None)
+        kernels['oneDNN packed'] = lambda a, w: onednn_linear(a, w, None, source=w)
     return kernels
 
 
@@ -68,6 +71,8 @@ def matmul_peak(device: torch.device, seconds: float = 2.0) -> tuple[float, floa
     for m, k, n in shapes:
         a = torch.randn(m, k, device=device)
         w = torch.randn(n, k, device=device)
+        if 'oneDNN packed' in kernels:
+            pack_linear_weights([w])
         for kernel in kernels.values():
             kernel(a, w)
             sync(device)
@@ -179,7 +184,7 @@ def bench(preset: str, device: str, n_frames: int, int8: bool) -> None:
     if 'int8' in lat_arr:
         q = np.percentile(lat_arr['int8'], 50)
         print(f'  int8 p50                  {q * 1e3:9.1f} ms; int8 / default = {q / p50:.2f} '
-              f'(paired: {np.median(lat_arr["int8"] / d):.2f})')
+              f'(paired: {np.median(lat_arr["int8"] / d):.2f}); int8 / head2 = {q / h2:.2f}')
 
 
 def main() -> None:

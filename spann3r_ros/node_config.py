@@ -69,6 +69,8 @@ class NodeConfig:
     image_size: int = _param(224, 'Square model resolution in pixels (multiple of 16).',
                              range=(16, 1024))
     num_threads: int = _param(0, 'CPU threads for torch (0 = torch default).', range=(0, 256))
+    pack_weights: bool = _param(True, 'x86 CPU: keep oneDNN-packed copies of the float weights '
+                                '(about 5% faster, +2.4 GB for the released model).')
     # Spatial memory.
     work_mem_size: int = _param(5, 'Working memory size in frames.', range=(1, 64))
     long_mem_size: int = _param(4000, 'Long-term memory size in tokens.', range=(0, 100000))
@@ -165,7 +167,8 @@ class NodeConfig:
         """Return the :class:`EngineConfig` these parameters describe."""
         try:
             return EngineConfig(device=self.device, precision=self.precision,
-                                image_size=self.image_size, num_threads=self.num_threads)
+                                image_size=self.image_size, num_threads=self.num_threads,
+                                pack_weights=self.pack_weights)
         except ValueError as exc:
             raise ValueError(f'invalid engine parameter: {exc}') from None
 
