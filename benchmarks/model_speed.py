@@ -116,17 +116,26 @@ def _sdpa_cpu_flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) 
     return flop_counter.sdpa_flop_count(q_shape, k_shape, v_shape)
 
 
-def _onednn_linear_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
-    return 2 * int(np.prod(x_shape[:-1])) * w_shape[0] * w_shape[1]
+def _onednn_linear_flops(x_shape, *args, out_shape=None, **kwargs) -> int:
+    # Both overloads (plain and with a fused residual sum) and packed weights, whose layout
+    # is opaque: the sizes come from the input and the output.
+    return 2 * int(np.prod(x_shape[:-1])) * x_shape[-1] * out_shape[-1]
+
+
+def _onednn_conv_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    groups = args[4] if len(args) > 4 else 1
+    return 2 * int(np.prod(out_shape)) * (x_shape[1] // groups) * w_shape[-2] * w_shape[-1]
 
 
 def count_flops(session: StreamingSession, rgb: np.ndarray) -> float:
     """GFLOP of one steady-state step of ``session``."""
     # torch's table lacks the CPU flash-attention kernel (about 3% of a released frame) and
-    # oneDNN's linear operator (the model's GEMMs on x86 CPUs), counted like addmm.
+    # oneDNN's fused linear and convolution operators (the model's GEMMs and the heads'
+    # convolutions on x86 CPUs), counted like addmm and convolution.
     extra = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
     if onednn_linear_available():
         extra[torch.ops.mkldnn._linear_pointwise] = _onednn_linear_flops
+        extra[torch.ops.mkldnn._convolution_pointwise] = _onednn_conv_flops
     with flop_counter.FlopCounterMode(display=False, custom_mapping=extra) as counter:
         session.step(rgb, 0.0)
     return counter.get_total_flops() / 1e9
