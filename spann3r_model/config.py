@@ -164,6 +164,9 @@ class EngineConfig:
     :param pack_weights: on an x86 CPU, keep a copy of the float linear and convolution
         weights in oneDNN's packed layout: about 5% faster per frame in fp32, for a second
         copy of those weights in memory (+2.4 GB for the released model in fp32).
+    :param keep_freed_memory: on Linux with glibc, keep freed tensor memory in the process
+        instead of faulting fresh pages in every frame (process-wide; see
+        :mod:`spann3r_model.allocator`).
     """
 
     device: str = 'auto'
@@ -171,6 +174,7 @@ class EngineConfig:
     image_size: int = 224
     num_threads: int = 0
     pack_weights: bool = True
+    keep_freed_memory: bool = True
 
     def __post_init__(self) -> None:
         """Reject values the engine cannot run with."""

@@ -23,6 +23,7 @@ from typing import Any, ContextManager, Optional
 import numpy as np
 import torch
 
+from .allocator import keep_freed_memory
 from .config import EngineConfig, MemoryConfig, ModelConfig
 from .layers.linear import pack_linear_weights
 from .memory import SpatialMemory, WriteReport
@@ -93,6 +94,8 @@ class StreamingSession:
                              f'patch size {model.config.patch_size}')
         if engine_config.num_threads > 0:
             torch.set_num_threads(engine_config.num_threads)
+        if engine_config.keep_freed_memory:
+            keep_freed_memory()
         if precision == 'int8':
             from .quantize import quantize_for_cpu
             model = quantize_for_cpu(model)

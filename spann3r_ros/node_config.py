@@ -71,6 +71,8 @@ class NodeConfig:
     num_threads: int = _param(0, 'CPU threads for torch (0 = torch default).', range=(0, 256))
     pack_weights: bool = _param(True, 'x86 CPU: keep oneDNN-packed copies of the float weights '
                                 '(about 5% faster, +2.4 GB for the released model).')
+    keep_freed_memory: bool = _param(True, 'Linux/glibc: keep freed tensor memory in the process '
+                                     'instead of faulting in fresh pages every frame.')
     # Spatial memory.
     work_mem_size: int = _param(5, 'Working memory size in frames.', range=(1, 64))
     long_mem_size: int = _param(4000, 'Long-term memory size in tokens.', range=(0, 100000))
@@ -168,7 +170,8 @@ class NodeConfig:
         try:
             return EngineConfig(device=self.device, precision=self.precision,
                                 image_size=self.image_size, num_threads=self.num_threads,
-                                pack_weights=self.pack_weights)
+                                pack_weights=self.pack_weights,
+                                keep_freed_memory=self.keep_freed_memory)
         except ValueError as exc:
             raise ValueError(f'invalid engine parameter: {exc}') from None
 
