@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-# Three feature maps as large as the heads' biggest (224 x 224 x 128 floats, 25.7 MB each) are
+# Six feature maps as large as the heads' biggest (224 x 224 x 128 floats, 25.7 MB each) are
 # allocated, filled and freed repeatedly, as every released-model frame does; the script prints
 # the page faults of each round.
 SCRIPT = """
@@ -13,9 +13,9 @@ import torch
 from spann3r_model.allocator import keep_freed_memory
 tuned = keep_freed_memory() if sys.argv[1] == 'tuned' else None
 faults = []
-for _ in range(8):
+for _ in range(10):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    maps = [torch.ones(224 * 224 * 128) for _ in range(3)]
+    maps = [torch.ones(224 * 224 * 128) for _ in range(6)]
     del maps
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 print(json.dumps({'tuned': tuned, 'faults': faults}))
@@ -30,9 +30,9 @@ def _rounds(mode: str) -> dict:
 
 def test_freed_feature_maps_are_not_faulted_in_again():
     assert sys.platform.startswith('linux')  # a glibc setting; the project targets Linux
-    tuned, plain = _rounds('tuned'), _rounds('plain')
+    tuned = _rounds('tuned')
     assert tuned['tuned'] is True
-    # Each round touches 18,816 pages. Left alone, glibc returns them to the system at every
-    # free and faults them in again; with the thresholds set, later rounds reuse them.
-    assert min(plain['faults'][-2:]) > 5000, plain
-    assert max(tuned['faults'][-2:]) < 1000, tuned
+    # Each round touches 37,632 pages. Left alone, glibc usually (not always: its thresholds
+    # adapt) returns them to the system at every free and faults them in again, so no baseline
+    # is asserted; with the thresholds set, the last rounds must reuse them.
+    assert max(tuned['faults'][-3:]) < 1000, tuned
