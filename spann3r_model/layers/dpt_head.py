@@ -8,7 +8,8 @@ The feature maps run in channels-last layout: a token map ``[B, N, C]`` already 
 viewing it as ``[B, C, h, w]`` costs no copy, and oneDNN's convolutions read it without
 reordering. A 1x1 convolution on such a map is a linear layer over the channels; torch sends
 small-batch single-thread 1x1 convolutions to a slow generic kernel, so these go through
-:func:`~.linear.onednn_linear` instead.
+:func:`~.linear.onednn_linear` instead. Other convolutions whose weights were registered with
+:mod:`.packed` run through oneDNN with the packed weight and a following ReLU fused.
 """
 
 from __future__ import annotations
