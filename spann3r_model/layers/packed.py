@@ -16,15 +16,20 @@ import torch
 
 
 class _Entry:
-    """A registered weight: a weak reference to it, and its packed copy once made."""
+    """A registered weight: a weak reference to it, and its packed copies once made."""
 
-    __slots__ = ('ref', 'version', 'spec', 'packed')
+    __slots__ = ('ref', 'version', 'packed')
 
     def __init__(self, ref: weakref.ref) -> None:
         self.ref = ref
         self.version = -1
-        self.spec: Hashable = None
-        self.packed: torch.Tensor | None = None
+        # spec -> packed copy, newest last; a few specs (e.g. a landscape and a portrait
+        # camera feeding one session) must not repack on every alternation.
+        self.packed: dict[Hashable, torch.Tensor] = {}
+
+
+#: Packed copies kept per weight (one per input shape for convolutions).
+MAX_SPECS = 4
 
 
 # id(parameter) -> entry. Keyed by identity (tensors compare element-wise, so they cannot be
@@ -57,8 +62,8 @@ def packed_bytes() -> int:
     total = 0
     for entry in list(_REGISTRY.values()):
         weight = entry.ref()
-        if weight is not None and entry.packed is not None:
-            total += weight.numel() * weight.element_size()
+        if weight is not None:
+            total += len(entry.packed) * weight.numel() * weight.element_size()
     return total
 
 
@@ -74,8 +79,13 @@ def packed_copy(source: torch.Tensor, spec: Hashable,
     entry = _REGISTRY.get(id(source))
     if entry is None or entry.ref() is not source:
         return None
-    if entry.packed is None or entry.version != source._version or entry.spec != spec:
-        entry.packed = make()
+    if entry.version != source._version:
+        entry.packed.clear()
         entry.version = source._version
-        entry.spec = spec
-    return entry.packed
+    packed = entry.packed.pop(spec, None)
+    if packed is None:
+        packed = make()
+        while len(entry.packed) >= MAX_SPECS:
+            entry.packed.pop(next(iter(entry.packed)))
+    entry.packed[spec] = packed
+    return packed

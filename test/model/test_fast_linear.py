@@ -160,3 +160,31 @@ def test_residual_sum_is_fused_or_added_alike():
     assert torch.equal(q, res + quant(x))
     with pytest.raises(ValueError, match='gelu and residual'):
         linear(layer, x, gelu=True, residual=res)
+
+
+def test_packed_convolution_keeps_a_copy_per_input_shape():
+    from spann3r_model.layers import packed
+    from spann3r_model.layers.dpt_head import apply_conv
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, padding=1).eval()
+    packed.register([conv.weight])
+    made = []
+
+    def make():
+        made.append(1)
+        return conv.weight.detach().clone()
+
+    for _ in range(3):  # two input shapes alternating: each packed once
+        assert packed.packed_copy(conv.weight, (1, 8, 4, 6), make) is not None
+        assert packed.packed_copy(conv.weight, (1, 8, 6, 4), make) is not None
+    assert len(made) == 2
+    with torch.no_grad():
+        conv.weight.add_(1.0)  # a modified weight is packed again
+    packed.packed_copy(conv.weight, (1, 8, 4, 6), make)
+    assert len(made) == 3
+    for shape in [(1, 8, 5 + i, 7) for i in range(packed.MAX_SPECS + 2)]:
+        packed.packed_copy(conv.weight, shape, make)
+    assert len(packed._REGISTRY[id(conv.weight)].packed) == packed.MAX_SPECS  # bounded
+    x = torch.randn(1, 8, 6, 4).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():  # the real packed path (oneDNN) agrees with the module
+        assert torch.allclose(apply_conv(conv, x, relu=True), F.relu(conv(x)), atol=1e-5)
