@@ -28,7 +28,7 @@ import torch
 from torch.utils import flop_counter
 
 from spann3r_model.config import EngineConfig, MemoryConfig, ModelConfig
-from spann3r_model.layers.linear import onednn_linear, onednn_linear_available, pack_linear_weights
+from spann3r_model.layers.linear import onednn_linear, onednn_linear_available, pack_onednn_weights
 from spann3r_model.session import StreamingSession
 from spann3r_model.spann3r import Spann3R
 
@@ -72,7 +72,7 @@ def matmul_peak(device: torch.device, seconds: float = 2.0) -> tuple[float, floa
         a = torch.randn(m, k, device=device)
         w = torch.randn(n, k, device=device)
         if 'oneDNN packed' in kernels:
-            pack_linear_weights([w])
+            pack_onednn_weights([w])
         for kernel in kernels.values():
             kernel(a, w)
             sync(device)

@@ -25,7 +25,7 @@ import torch
 
 from .allocator import keep_freed_memory
 from .config import EngineConfig, MemoryConfig, ModelConfig
-from .layers.linear import pack_linear_weights
+from .layers.linear import pack_onednn_weights
 from .memory import SpatialMemory, WriteReport
 from .preprocess import CropBox, preprocess
 from .results import FrameResult, MemoryStats, StepOutput
@@ -104,7 +104,7 @@ class StreamingSession:
         if engine_config.pack_weights and self._device.type == 'cpu' and precision in (
                 'fp32', 'int8'):
             # The float layers only: int8 linear layers are not nn.Linear any more.
-            pack_linear_weights(m.weight for m in model.modules()
+            pack_onednn_weights(m.weight for m in model.modules()
                                 if type(m) in (torch.nn.Linear, torch.nn.Conv2d))
         self.model = model
         self.memory_config = memory_config

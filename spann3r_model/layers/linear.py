@@ -7,7 +7,7 @@ product runs at about 105 GFLOP/s through oneDNN against 50 through MKL, with th
 accumulation (results differ by rounding only). oneDNN also applies the MLP's GELU (erf form)
 while the output is still in cache.
 
-Layers registered with :func:`pack_linear_weights` also keep their weight in oneDNN's own
+Layers registered with :func:`pack_onednn_weights` also keep their weight in oneDNN's own
 blocked layout (:mod:`.packed`), which saves the reorder oneDNN otherwise does on every call:
 about 4% of a released frame on one thread, for a second copy of the linear weights.
 
@@ -72,10 +72,11 @@ def _cpu_autocast_enabled() -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
-def pack_linear_weights(weights: Iterable[torch.Tensor]) -> int:
-    """Let :func:`onednn_linear` use packed copies of these weights (see :mod:`.packed`).
+def pack_onednn_weights(weights: Iterable[torch.Tensor]) -> int:
+    """Let the oneDNN paths use packed copies of these weights (see :mod:`.packed`).
 
-    :param weights: parameters of linear layers (or of 1x1 convolutions).
+    :param weights: parameters of linear layers (used by :func:`onednn_linear`) and of
+        convolutions (used by :func:`~.dpt_head.apply_conv`).
     :return: how many weights were registered (0 where oneDNN is not available).
     """
     return packed.register(weights) if onednn_linear_available() else 0
@@ -93,7 +94,7 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     :param bias: ``[out]`` or None.
     :param gelu: apply ``GELU(approximate='none')``.
     :param source: the parameter ``weight`` is (or views, e.g. a 1x1 convolution's kernel);
-        when it was registered with :func:`pack_linear_weights` its packed copy is used.
+        when it was registered with :func:`pack_onednn_weights` its packed copy is used.
     :param residual: contiguous float32 ``[..., out]`` to add (not with ``gelu``).
     :return: ``[..., out]``.
     """

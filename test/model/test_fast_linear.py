@@ -94,33 +94,33 @@ def test_pointwise_conv_as_linear_matches_conv():
 def test_packed_weights_follow_the_parameter():
     import gc
 
-    from spann3r_model.layers.linear import pack_linear_weights
-    from spann3r_model.layers.packed import packed_bytes as packed_weight_bytes
+    from spann3r_model.layers.linear import pack_onednn_weights
+    from spann3r_model.layers.packed import packed_bytes
     torch.manual_seed(0)
     layer = _layer().eval()
     x = torch.randn(1, 7, 64)
     if not onednn_linear_available():
-        assert pack_linear_weights([layer.weight]) == 0
+        assert pack_onednn_weights([layer.weight]) == 0
         return
-    before = packed_weight_bytes()
+    before = packed_bytes()
     with torch.no_grad():
         plain = linear(layer, x)
-        assert pack_linear_weights([layer.weight]) == 1
+        assert pack_onednn_weights([layer.weight]) == 1
         packed = linear(layer, x)
         assert torch.allclose(packed, plain, atol=1e-6)
-        assert packed_weight_bytes() == before + layer.weight.numel() * 4
+        assert packed_bytes() == before + layer.weight.numel() * 4
         # an in-place change of the weight (as load_state_dict makes) is picked up
         layer.weight.mul_(-1.0)
         assert torch.allclose(linear(layer, x), -(plain - layer.bias) + layer.bias, atol=1e-5)
     del layer
     gc.collect()
-    assert packed_weight_bytes() == before
+    assert packed_bytes() == before
 
 
 def test_head_with_packed_weights_matches_plain_head():
     from spann3r_model.config import ModelConfig
     from spann3r_model.layers.dpt_head import DPTHead
-    from spann3r_model.layers.linear import pack_linear_weights
+    from spann3r_model.layers.linear import pack_onednn_weights
     from spann3r_model.layers.packed import packed_bytes
     cfg = ModelConfig.preset('tiny')
     torch.manual_seed(0)
@@ -132,7 +132,7 @@ def test_head_with_packed_weights_matches_plain_head():
     tokens = [torch.randn(1, n, c) for c in (cfg.enc_embed_dim,) + (cfg.dec_embed_dim,) * 3]
     with torch.no_grad():
         plain = head(tokens, (size, size))
-        registered = pack_linear_weights(
+        registered = pack_onednn_weights(
             m.weight for m in head.modules() if type(m) in (nn.Linear, nn.Conv2d))
         before = packed_bytes()
         fast = head(tokens, (size, size))
