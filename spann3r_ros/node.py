@@ -29,6 +29,7 @@ from rclpy.qos import (
     QoSProfile,
     ReliabilityPolicy,
 )
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool, Trigger
@@ -51,8 +52,11 @@ from .input_gate import InputGate, KEYFRAME_SKIP
 from .node_config import NodeConfig
 from .params import declare_node_config, make_set_callback
 from .segments import Sim3
+from .stop_request import StopRequest
 from .worker import Output, ReconstructionWorker
 
+#: Longest wait of the spin loop for work before it checks for a stop signal, in seconds.
+SPIN_PERIOD = 0.2
 #: The published path keeps at most this many poses (the trajectory itself is unbounded).
 MAX_PATH_POSES = 10000
 
@@ -92,9 +96,13 @@ class Spann3rNode(Node):
         self.add_on_set_parameters_callback(make_set_callback(lambda: self.config,
                                                               self._apply_config))
         self.worker.start()
-        self.get_logger().info(
+        self._ready_message = (
             f'ready on {session.device} ({cfg.precision}), {cfg.transport} input from '
             f'{", ".join(self._input_topics)}; map frame {cfg.map_frame!r}')
+
+    def announce_ready(self) -> None:
+        """Log that the node is ready (once it spins; launch files and scripts wait for it)."""
+        self.get_logger().info(self._ready_message)
 
     # -- setup ------------------------------------------------------------------------------
     def _load_session(self, cfg: NodeConfig) -> tuple[Any, Any]:
@@ -398,22 +406,31 @@ def _pose_stamped(header: Header, T: np.ndarray) -> PoseStamped:
 
 
 def main(args: Optional[list[str]] = None) -> int:
-    """Run the node until Ctrl-C or an external shutdown; exit code 0, or 1 on a setup error."""
-    rclpy.init(args=args)
+    """Run the node until Ctrl-C, SIGTERM or an external shutdown.
+
+    :return: exit code 0, or 1 on a setup error.
+    """
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = StopRequest()
+    stop.install()
     node: Optional[Spann3rNode] = None
     executor: Optional[MultiThreadedExecutor] = None
     code = 0
     try:
         node = Spann3rNode()
+        stop.interruptible = False
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
-        executor.spin()
+        node.announce_ready()
+        while rclpy.ok() and not stop.requested:
+            executor.spin_once(timeout_sec=SPIN_PERIOD)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # Ctrl-C, also while still starting up, is a normal way to stop
     except (ValueError, OSError) as exc:
         rclpy.logging.get_logger('spann3r_node').fatal(f'cannot start: {exc}')
         code = 1
     finally:
+        stop.interruptible = False  # a second Ctrl-C must not interrupt the clean-up
         if node is not None:
             node.shutdown()
         if executor is not None:
@@ -421,8 +438,8 @@ def main(args: Optional[list[str]] = None) -> int:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        stop.restore()
     return code
-
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -29,7 +29,8 @@ def _start(*params, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_sigint_ends_the_node_with_exit_code_0(checkpoint, tmp_path):
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_ends_the_node_with_exit_code_0(checkpoint, tmp_path, sig):
     proc = _start(f'checkpoint:={checkpoint}', 'device:=cpu', f'output_dir:={tmp_path}',
                   tmp_path=tmp_path)
     deadline = time.monotonic() + 60
@@ -40,10 +41,10 @@ def test_sigint_ends_the_node_with_exit_code_0(checkpoint, tmp_path):
         if 'ready on' in line or not line:
             break
     assert any('ready on' in ln for ln in lines), ''.join(lines)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert 'Traceback' not in err + out
+    assert 'Traceback' not in err + out, err
 
 
 @pytest.mark.parametrize('params, message', [
@@ -56,5 +57,5 @@ def test_bad_startup_gives_one_clear_message_and_exit_code_1(checkpoint, tmp_pat
     proc = _start(*params, tmp_path=tmp_path)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
-    assert 'Traceback' not in err + out
+    assert 'Traceback' not in err + out, err
     assert 'cannot start' in err and message in err
