@@ -17,7 +17,7 @@ from torch import nn
 
 from .config import MemoryConfig, ModelConfig
 from .layers import Block, DecoderBlock, DPTHead, PatchEmbed, RoPE2D
-from .layers.blocks import BLOCK_NORM_EPS
+from .layers.blocks import BLOCK_NORM_EPS, run_mlp
 from .layers.linear import linear
 from .memory import SpatialMemory
 
@@ -179,11 +179,7 @@ class Spann3R(nn.Module):
         :return: ``[B, P, key_dim]``.
         """
         head = self.attn_head_1 if which == 1 else self.attn_head_2
-        x = torch.cat((feat, dec_last.to(feat.dtype)), dim=-1)
-        fc1, act, fc2 = head
-        if head.training or type(act) is not nn.GELU or act.approximate != 'none':
-            return head(x)
-        return linear(fc2, linear(fc1, x, gelu=True))
+        return run_mlp(head, torch.cat((feat, dec_last.to(feat.dtype)), dim=-1))
 
     def encode_value(self, pts3d: torch.Tensor) -> torch.Tensor:
         """Memory-encoder output for a pointmap (before the key is added).

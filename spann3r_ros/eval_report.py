@@ -110,14 +110,16 @@ def markdown(report: dict) -> str:
     return '\n'.join(lines)
 
 
-def write_report(out: Path, report: dict, clouds: Optional[dict] = None) -> None:
+def write_report(out: Path, report: dict, clouds: Optional[dict] = None,
+                 text: Optional[str] = None) -> None:
     """Write ``report.json`` and ``report.md`` (and PLYs named after ``clouds`` keys).
 
     :param clouds: ``{name: (xyz [N, 3], rgb [N, 3] uint8 or None)}``.
+    :param text: the content of ``report.md``; :func:`markdown` of ``report`` when None.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / 'report.json', json.dumps(report, indent=1, default=float).encode())
-    atomic_write(out / 'report.md', markdown(report).encode())
+    atomic_write(out / 'report.md', (markdown(report) if text is None else text).encode())
     for name, (xyz, rgb) in (clouds or {}).items():
         write_ply(out / f'{name}.ply', np.asarray(xyz, np.float32), rgb)

@@ -441,5 +441,6 @@ def main(args: Optional[list[str]] = None) -> int:
         stop.restore()
     return code
 
+
 if __name__ == '__main__':
     sys.exit(main())

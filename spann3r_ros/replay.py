@@ -35,7 +35,7 @@ from spann3r_model.evaluation import (
 from . import eval_report
 from .gt_views import GroundTruthView, load_views, to_first_camera
 from .predictions import load_predictions, Predictions
-from .scannet import atomic_write, find_scenes, ScanNetScene
+from .scannet import find_scenes, ScanNetScene
 
 LOG = logging.getLogger(__name__)
 
@@ -166,9 +166,7 @@ def evaluate(scene: ScanNetScene, frame_ids: list[int], preds: Predictions,
 
 def write_outputs(out: Path, report: dict, clouds: dict, plot: dict) -> None:
     """report.json / report.md, PLYs and PNG plots into ``out``."""
-    eval_report.write_report(out, report, clouds)
-    if 'live' in report:
-        atomic_write(Path(out) / 'report.md', report_markdown(report).encode())
+    eval_report.write_report(out, report, clouds, report_markdown(report))
     est = plot.get('est_positions')
     eval_report.plot_trajectory(out / 'trajectory.png', plot['gt_positions'], est)
     if 'latency' in plot:

@@ -24,20 +24,21 @@ from .rope import RoPE2D
 BLOCK_NORM_EPS = 1e-6
 
 
-def run_mlp(mlp: Mlp, x: torch.Tensor, residual: Optional[torch.Tensor] = None
+def run_mlp(mlp: nn.Module, x: torch.Tensor, residual: Optional[torch.Tensor] = None
             ) -> torch.Tensor:
-    """Apply a transformer MLP, through the fused inference path when that is exact.
+    """Apply an ``fc1 -> GELU -> fc2`` MLP, through the fused inference path when that is exact.
 
-    :param mlp: ``fc1 -> GELU -> fc2`` (timm's ``Mlp`` with default dropout and norm).
-    :param x: ``[B, N, C]``.
-    :param residual: ``[B, N, C]`` added to the output (fused into ``fc2`` where possible).
-    :return: ``[B, N, C]``.
+    :param mlp: timm's ``Mlp`` (default dropout and norm), or an ``nn.Sequential`` of the
+        three layers (the memory's key and query heads).
+    :param x: ``[..., C]``.
+    :param residual: added to the output (fused into ``fc2`` where possible).
+    :return: the MLP's output, plus ``residual``.
     """
-    act = mlp.act
+    fc1, act, fc2 = tuple(mlp) if isinstance(mlp, nn.Sequential) else (mlp.fc1, mlp.act, mlp.fc2)
     if mlp.training or type(act) is not nn.GELU or act.approximate != 'none':
         out = mlp(x)
         return out if residual is None else residual + out
-    return linear(mlp.fc2, linear(mlp.fc1, x, gelu=True), residual=residual)
+    return linear(fc2, linear(fc1, x, gelu=True), residual=residual)
 
 
 class Block(nn.Module):
