@@ -1,22 +1,84 @@
-"""Live reconstruction, e.g. ``ros2 launch spann3r_ros live.launch.py image:=/camera/image``."""
+"""Live reconstruction, e.g. ``ros2 launch spann3r_ros live.launch.py image:=/camera/image``.
+
+Every value reaches the node with the type it declares (``ParameterValue`` with an explicit
+``value_type``; the image topic by remapping), so a path or a device name that YAML would read
+as a number or a boolean is still a string. When the node stops with an error, the launch ends
+with exit code 1 and repeats the node's message last; RViz starts only where it can.
+"""
 
 import os
 
-from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition
+from ament_index_python.packages import (
+    get_package_prefix,
+    get_package_share_directory,
+    PackageNotFoundError,
+)
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    LogInfo,
+    OpaqueFunction,
+    RegisterEventHandler,
+)
+from launch.event_handlers import OnProcessExit, OnProcessIO
+from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 from launch import LaunchDescription
 
+NODE_NAME = 'spann3r_node'
+TRUE_WORDS = ('true', '1', 'yes', 'on')
+
+
+def _text(name: str) -> ParameterValue:
+    return ParameterValue(LaunchConfiguration(name), value_type=str)
+
+
+def _rviz(context, share: str) -> list:
+    """Start RViz when asked for and possible; otherwise say once why not."""
+    if LaunchConfiguration('rviz').perform(context).strip().lower() not in TRUE_WORDS:
+        return []
+    try:
+        get_package_prefix('rviz2')
+    except PackageNotFoundError:
+        return [LogInfo(msg='RViz not started: package rviz2 is not installed (install '
+                            'ros-$ROS_DISTRO-rviz2, or pass rviz:=false); the node runs without '
+                            'it.')]
+    if not (os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY')):
+        return [LogInfo(msg='RViz not started: no display (DISPLAY and WAYLAND_DISPLAY are '
+                            'unset); the node runs without it.')]
+    return [Node(package='rviz2', executable='rviz2', name='rviz2', output='screen',
+                 arguments=['-d', os.path.join(share, 'config', 'spann3r.rviz')])]
+
+
+def _watch(node: Node) -> list:
+    """End the launch when the node ends; a failure ends it with exit code 1 and its message."""
+    last_line = {'text': ''}
+
+    def on_stderr(event) -> None:
+        lines = [line for line in event.text.decode(errors='replace').splitlines()
+                 if line.strip()]
+        if lines:
+            last_line['text'] = lines[-1].split(']: ', 1)[-1].strip()
+
+    def on_exit(event, context) -> list:
+        if event.returncode != 0 and not context.is_shutdown:
+            message = last_line['text'] or 'see its output above'
+            raise RuntimeError(f'{NODE_NAME} exited with code {event.returncode}: {message}')
+        return [EmitEvent(event=Shutdown(reason=f'{NODE_NAME} exited'))]
+
+    return [RegisterEventHandler(OnProcessIO(target_action=node, on_stderr=on_stderr)),
+            RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
+
 
 def generate_launch_description() -> LaunchDescription:
-    """Declare the arguments and start the node (and RViz on request)."""
+    """Declare the arguments and start the node (and RViz where it can run)."""
     share = get_package_share_directory('spann3r_ros')
     args = [
         DeclareLaunchArgument('image', default_value='/camera/color/image_raw',
-                              description='Base image topic (without /compressed).'),
+                              description='Image topic (without /compressed).'),
         DeclareLaunchArgument('compressed', default_value='false',
                               description='Subscribe to <image>/compressed instead.'),
         DeclareLaunchArgument('params_file',
@@ -27,21 +89,25 @@ def generate_launch_description() -> LaunchDescription:
                               description='auto, cpu, cuda or cuda:N.'),
         DeclareLaunchArgument('namespace', default_value='spann3r',
                               description='Namespace of the node and its topics.'),
-        DeclareLaunchArgument('rviz', default_value='true', description='Start RViz.'),
+        DeclareLaunchArgument('use_sim_time', default_value='false',
+                              description='Use /clock (true when replaying a bag).'),
+        DeclareLaunchArgument('rviz', default_value='true',
+                              description='Start RViz where rviz2 and a display exist.'),
     ]
     transport = PythonExpression(["'compressed' if '", LaunchConfiguration('compressed'),
-                                  "'.lower() == 'true' else 'raw'"])
+                                  "'.strip().lower() in ", repr(TRUE_WORDS), " else 'raw'"])
+    image = LaunchConfiguration('image')
     node = Node(
-        package='spann3r_ros', executable='spann3r_node', name='spann3r_node',
+        package='spann3r_ros', executable='spann3r_node', name=NODE_NAME,
         namespace=LaunchConfiguration('namespace'), output='screen',
         parameters=[LaunchConfiguration('params_file'), {
-            'image_topics': [LaunchConfiguration('image')],
-            'transport': transport,
-            'checkpoint': LaunchConfiguration('checkpoint'),
-            'device': LaunchConfiguration('device'),
+            'transport': ParameterValue(transport, value_type=str),
+            'checkpoint': _text('checkpoint'),
+            'device': _text('device'),
+            'use_sim_time': ParameterValue(LaunchConfiguration('use_sim_time'),
+                                           value_type=bool),
         }],
+        remappings=[('image', image), ('image/compressed', [image, '/compressed'])],
     )
-    rviz = Node(package='rviz2', executable='rviz2', name='rviz2',
-                arguments=['-d', os.path.join(share, 'config', 'spann3r.rviz')],
-                condition=IfCondition(LaunchConfiguration('rviz')))
-    return LaunchDescription(args + [node, rviz])
+    return LaunchDescription(args + [node] + _watch(node) + [
+        OpaqueFunction(function=_rviz, kwargs={'share': share})])

@@ -12,6 +12,7 @@ from spann3r_ros.node_config import NodeConfig, param_specs
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILES = sorted((ROOT / 'launch').glob('*.launch.py'))
 SPECS = {s.name: s for s in param_specs()}
+RCLPY_PARAMETERS = {'use_sim_time'}  # declared by every rclpy node
 PY_TYPES = {'bool': (bool,), 'int': (int,), 'float': (float, int), 'str': (str,),
             'list[str]': (list,)}
 
@@ -65,7 +66,8 @@ def test_node_executables_and_parameter_overrides_exist(path):
         for item in kw['parameters'].elts:
             if isinstance(item, ast.Dict):
                 for key in item.keys:
-                    assert key.value in SPECS, f'{path.name} overrides unknown {key.value}'
+                    assert key.value in SPECS or key.value in RCLPY_PARAMETERS, \
+                        f'{path.name} overrides unknown {key.value}'
 
 
 def _yaml_params(path):
