@@ -1,10 +1,27 @@
 """ament_python package: the ROS node, the ROS-free model core, bag tools and trainer."""
 
 from glob import glob
+import os
 
 from setuptools import find_packages, setup
 
 PACKAGE = 'spann3r_ros'
+CONSOLE_SCRIPTS = [
+    'spann3r-parity = spann3r_model.cli.parity:main',
+    'spann3r-schema = spann3r_model.cli.schema:main',
+    'spann3r_node = spann3r_ros.node:main',
+    'spann3r-synth = spann3r_ros.synthetic_cli:main',
+    'spann3r-export = spann3r_ros.bag_export:main',
+    'spann3r-eval = spann3r_ros.replay:main',
+    'spann3r-reconstruct = spann3r_ros.reconstruct:main',
+    'spann3r-train = spann3r_training.train:main',
+]
+# ament_python installs console scripts into lib/<package> (for `ros2 run`, see setup.cfg). In a
+# colcon build the command-line tools also get a wrapper in bin/, which colcon puts on PATH, so
+# the README's commands work after `source install/setup.bash`. pip installs put them on PATH
+# already and must not get the wrappers (same names).
+COLCON_BIN = [('bin', sorted(f"resource/bin/{line.split(' = ')[0]}" for line in CONSOLE_SCRIPTS
+                             if line.startswith('spann3r-')))] if os.environ.get('COLCON') else []
 
 setup(
     name=PACKAGE,
@@ -18,7 +35,7 @@ setup(
         ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
         ('share/' + PACKAGE + '/config', glob('config/*.yaml') + glob('config/*.rviz')),
         ('share/' + PACKAGE + '/config/training', glob('config/training/*.yaml')),
-    ],
+    ] + COLCON_BIN,
     install_requires=['setuptools'],
     zip_safe=True,
     maintainer='spann3r_ros maintainers',
@@ -27,15 +44,6 @@ setup(
     license='Apache-2.0',
     tests_require=['pytest'],
     entry_points={
-        'console_scripts': [
-            'spann3r-parity = spann3r_model.cli.parity:main',
-            'spann3r-schema = spann3r_model.cli.schema:main',
-            'spann3r_node = spann3r_ros.node:main',
-            'spann3r-synth = spann3r_ros.synthetic_cli:main',
-            'spann3r-export = spann3r_ros.bag_export:main',
-            'spann3r-eval = spann3r_ros.replay:main',
-            'spann3r-reconstruct = spann3r_ros.reconstruct:main',
-            'spann3r-train = spann3r_training.train:main',
-        ],
+        'console_scripts': CONSOLE_SCRIPTS,
     },
 )
