@@ -114,7 +114,8 @@ def load_views(scene: ScanNetScene, frame_ids: list[int], size: int = 224,
                centre: str = 'principal') -> list[GroundTruthView]:
     """Ground-truth views of ``frame_ids`` of a ScanNet scene.
 
-    :raises ValueError: when a pose is not finite (such frames cannot be evaluated).
+    :raises ValueError: when the scene has no intrinsics (a bag exported without camera_info)
+        or a pose is not finite (such frames cannot be evaluated).
     """
     K_depth = scene.K_depth.astype(np.float32)
     views = []

@@ -10,10 +10,14 @@
 
 Exported bags, synthetic scenes and real ScanNet all go through this one reader. Every file is
 written atomically, so a file that exists is complete and an interrupted writer can resume.
+
+A bag without camera_info exports without ``intrinsic/`` (its ``manifest.json`` says
+``"intrinsics": {"known": false, ...}``): the frames replay, but whatever needs K refuses it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 import re
@@ -25,6 +29,11 @@ import numpy as np
 
 _FRAME_RE = re.compile(r'^frame-(\d{6})\.color\.(jpg|png)$')
 COLOR_FORMATS = ('jpg', 'png')
+MANIFEST = 'manifest.json'
+
+#: How to give a scene intrinsics; every refusal for want of them says it.
+SUPPLY_HINT = ('re-export the bag with spann3r-export --intrinsics fx,fy,cx,cy or '
+               '--calibration FILE')
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -180,10 +189,15 @@ class ScanNetScene:
     def __len__(self) -> int:
         return len(self.frame_ids)
 
+    @property
+    def has_intrinsics(self) -> bool:
+        """Whether the scene has depth intrinsics (exports of bags without camera_info do not)."""
+        return (self.scene_dir / 'intrinsic' / 'intrinsic_depth.txt').exists()
+
     def _intrinsic(self, kind: str) -> np.ndarray:
         path = self.scene_dir / 'intrinsic' / f'intrinsic_{kind}.txt'
         if not path.exists():
-            raise ValueError(f'missing intrinsics file {path}')
+            raise ValueError(missing_intrinsics_message(self.scene_dir, path))
         M = np.loadtxt(path)
         if M.shape not in ((4, 4), (3, 3)):
             raise ValueError(f'{path} must hold a 4x4 or 3x3 matrix, got {M.shape}')
@@ -234,6 +248,19 @@ class ScanNetScene:
         if T.shape != (4, 4):
             raise ValueError(f'{path} must hold a 4x4 matrix, got {T.shape}')
         return T
+
+
+def missing_intrinsics_message(scene_dir: Path, path: Path) -> str:
+    """Say why ``path`` (an intrinsics file of ``scene_dir``) is missing and how to add it."""
+    try:
+        manifest = json.loads((Path(scene_dir) / MANIFEST).read_text())
+        unknown = manifest['intrinsics']['known'] is False
+    except (OSError, ValueError, KeyError, TypeError):
+        unknown = False
+    if unknown:
+        return (f'{scene_dir} has no intrinsics: it was exported from a bag without '
+                f'camera_info; {SUPPLY_HINT}')
+    return f'missing intrinsics file {path}; {SUPPLY_HINT} (or add the file)'
 
 
 def find_scenes(path: Path) -> list[Path]:

@@ -30,6 +30,7 @@ class TfBuffer:
         self._samples: dict[tuple[str, str], list[tuple[float, np.ndarray]]] = defaultdict(list)
         self._sorted: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self._neighbours: dict[str, set[str]] = defaultdict(set)
+        self._parent: dict[str, str] = {}
 
     def add(self, parent: str, child: str, stamp: float, T: np.ndarray, static: bool) -> None:
         """Add ``T_parent_child`` at ``stamp`` seconds."""
@@ -41,11 +42,40 @@ class TfBuffer:
             self._sorted.pop((parent, child), None)
         self._neighbours[parent].add(child)
         self._neighbours[child].add(parent)
+        # A frame has one parent in a TF tree; a second one (a malformed tree) is not followed.
+        self._parent.setdefault(child, parent)
 
     @property
     def frames(self) -> list[str]:
         """All frame names seen."""
         return sorted(self._neighbours)
+
+    def root_chain(self, frame: str) -> list[str]:
+        """Frames from the root of ``frame``'s tree down to ``frame`` (``[frame]`` for a root).
+
+        :raises TfLookupError: when ``frame`` never appears in TF.
+        """
+        frame = frame.lstrip('/')
+        if frame not in self._neighbours:
+            raise TfLookupError(f'frame {frame!r} never appears in TF; known frames: '
+                                f'{self.frames}')
+        chain = [frame]
+        while chain[-1] in self._parent and self._parent[chain[-1]] not in chain:
+            chain.append(self._parent[chain[-1]])
+        return chain[::-1]
+
+    def is_static(self, parent: str, child: str) -> bool:
+        """Tell whether the edge ``parent -> child`` only ever came from static TF."""
+        key = (parent.lstrip('/'), child.lstrip('/'))
+        return key in self._static and key not in self._samples
+
+    def sample_span(self, parent: str, child: str) -> Optional[tuple[float, float]]:
+        """First and last stamp (seconds) of the dynamic edge ``parent -> child``, if any."""
+        samples = self._samples.get((parent.lstrip('/'), child.lstrip('/')))
+        if not samples:
+            return None
+        stamps = [s[0] for s in samples]
+        return min(stamps), max(stamps)
 
     def _path(self, source: str, target: str) -> list[str]:
         previous: dict[str, Optional[str]] = {source: None}

@@ -12,7 +12,8 @@ What ``spann3r-export``, the synthetic generator and the official ScanNet prepro
     <root>/splits/scannetv2_<split>.txt                           optional scene list
 
 The ``test`` split reads ``scans_test/``. Scenes come from ``scenes`` when given, else the split
-file when present, else every folder under ``scans/``.
+file when present, else every folder under ``scans/``. A scene without ``intrinsic_depth.txt``
+(a bag exported without camera_info) is refused when the dataset is built.
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ class ScanNetLayout(SequenceDataset):
                                  if (p / 'sensor_data').is_dir())
         self._require_scenes()
         for scene in self.scenes:
+            K_file = self.folder / scene / 'intrinsic' / 'intrinsic_depth.txt'
+            if not K_file.is_file():
+                raise ValueError(f'{self.name}: scene {scene} has no intrinsics ({K_file} is '
+                                 'missing; a bag exported without camera_info has none): '
+                                 're-export the bag with spann3r-export --intrinsics '
+                                 'fx,fy,cx,cy or --calibration FILE')
             if len(self.scene_frames(scene)) < self.num_frames:
                 raise ValueError(f'{self.name}: scene {scene} has '
                                  f'{len(self.scene_frames(scene))} frames, fewer than '
