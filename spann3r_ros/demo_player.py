@@ -29,6 +29,7 @@ import numpy as np
 
 from .bag_io import BagReader
 from .bag_messages import decode_color, matrix_from
+from .node_discovery import NodeTarget
 
 LOG = logging.getLogger(__name__)
 
@@ -155,15 +156,20 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def play_lockstep(frames: list[BagFrame], *, node_name: str = 'spann3r_node',
-                  image_topic: str = 'image', timeout: float = 120.0, save_map: bool = True,
-                  on_frame: Optional[Callable[[int, int], None]] = None,
+                  namespace: str = '/', image_topic: str = 'image', timeout: float = 120.0,
+                  save_map: bool = True, on_frame: Optional[Callable[[int, int], None]] = None,
                   rate: Optional[float] = None, reset: bool = False) -> Playback:
     """Publish ``frames`` to a running node and collect its outputs.
 
-    rclpy must be initialised by the caller (with the node's ``ROS_DOMAIN_ID``).
+    rclpy must be initialised by the caller (with the node's ``ROS_DOMAIN_ID``). The player's
+    own node lives in the reconstruction node's namespace, so relative names (the node's
+    ``points``, ``confidence``, ``pose`` and a relative ``image_topic``) resolve exactly as
+    they do for the node.
 
     :param node_name: name of the reconstruction node (for its services and diagnostics).
-    :param image_topic: the node's input topic (raw ``sensor_msgs/Image``).
+    :param namespace: its absolute namespace (``/spann3r`` under ``live.launch.py``).
+    :param image_topic: the node's input topic (raw ``sensor_msgs/Image``), relative to
+        ``namespace`` or absolute.
     :param timeout: seconds to wait for the node to appear and for each answer (with ``rate``:
         for all answers after the last frame went out).
     :param save_map: call ``~/save_map`` after the last frame.
@@ -186,7 +192,8 @@ def play_lockstep(frames: list[BagFrame], *, node_name: str = 'spann3r_node',
     from sensor_msgs.msg import Image, PointCloud2
     from std_srvs.srv import Trigger
 
-    node = rclpy.create_node('spann3r_demo_player')
+    target = NodeTarget(namespace, node_name)
+    node = rclpy.create_node('spann3r_demo_player', namespace=namespace)
     lock = threading.Lock()
     clouds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     confs: dict[int, np.ndarray] = {}
@@ -217,14 +224,11 @@ def play_lockstep(frames: list[BagFrame], *, node_name: str = 'spann3r_node',
             arrived(_stamp_ns(msg.header))
 
     def on_diag(msg: Any) -> None:
-        for status in msg.status:
-            if not status.name.startswith(f'{node_name}:'):
-                continue
-            values = {kv.key: kv.value for kv in status.values}
-            if 'frames_processed' in values:
-                with lock:
-                    processed[0] = max(processed[0], int(values['frames_processed']))
-                    processed[1] = True
+        count = frames_processed(msg, target)
+        if count is not None:
+            with lock:
+                processed[0] = max(processed[0], count)
+                processed[1] = True
 
     node.create_subscription(PointCloud2, 'points', on_points, qos_profile_sensor_data)
     node.create_subscription(Image, 'confidence', on_conf, qos_profile_sensor_data)
@@ -232,8 +236,8 @@ def play_lockstep(frames: list[BagFrame], *, node_name: str = 'spann3r_node',
     node.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
     pub = node.create_publisher(Image, image_topic,
                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
-    save = node.create_client(Trigger, f'/{node_name}/save_map')
-    reset_client = node.create_client(Trigger, f'/{node_name}/reset')
+    save = node.create_client(Trigger, target.service('save_map'))
+    reset_client = node.create_client(Trigger, target.service('reset'))
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
@@ -242,14 +246,14 @@ def play_lockstep(frames: list[BagFrame], *, node_name: str = 'spann3r_node',
     try:
         _wait(lambda: pub.get_subscription_count() > 0
               and (save.service_is_ready() or not save_map), timeout,
-              f'node {node_name} to subscribe to {pub.topic_name}')
+              f'node {target.full_name} to subscribe to {pub.topic_name}')
         if reset:
             _call(reset_client, timeout, '~/reset')
         baseline = 0
         if rate is None:
             # frames_processed counts over the node's life: frame 0 is taken when it grows.
-            _wait(lambda: processed[1], timeout, f'/diagnostics of {node_name} (lock-step '
-                  'needs them: diagnostics_rate > 0; or play at a fixed rate)')
+            _wait(lambda: processed[1], timeout, f'/diagnostics of {target.full_name} '
+                  '(lock-step needs them: diagnostics_rate > 0; or play at a fixed rate)')
             with lock:
                 baseline = processed[0]
         t_start = time.monotonic()
@@ -305,6 +309,26 @@ def play_lockstep(frames: list[BagFrame], *, node_name: str = 'spann3r_node',
     if missing:
         LOG.warning('%d answered frames lack their point cloud (best-effort delivery)', missing)
     return result
+
+
+def frames_processed(msg: Any, target: NodeTarget) -> Optional[int]:
+    """Return the ``frames_processed`` that ``target`` reports in a ``DiagnosticArray``.
+
+    Status names start with the node's short name only, so statuses of same-named nodes in
+    other namespaces are told apart by the full name the node reports as ``node`` (a status
+    without it is taken by its name).
+
+    :return: the highest count of ``target`` in ``msg``, or None when it reports none.
+    """
+    counts = []
+    for status in msg.status:
+        if not status.name.startswith(f'{target.name}:'):
+            continue
+        values = {kv.key: kv.value for kv in status.values}
+        if values.get('node', target.full_name) == target.full_name \
+                and 'frames_processed' in values:
+            counts.append(int(values['frames_processed']))
+    return max(counts) if counts else None
 
 
 def _call(client: Any, timeout: float, what: str) -> str:

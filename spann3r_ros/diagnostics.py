@@ -55,8 +55,14 @@ def _ms(values: Any, q: float) -> str:
 
 def diagnostics_msg(stamp: Any, *, node_name: str, device: str, stats: NodeStats,
                     worker: Any, paused: bool, map_points: int,
-                    error: Optional[BaseException]) -> DiagnosticArray:
-    """Build the ``DiagnosticArray`` with rates, latency, drops, memory and device."""
+                    error: Optional[BaseException], full_name: Optional[str] = None
+                    ) -> DiagnosticArray:
+    """Build the ``DiagnosticArray`` with rates, latency, drops, memory and device.
+
+    :param node_name: the node's name, which starts the status name (``NAME: reconstruction``).
+    :param full_name: its fully qualified name, reported as the value ``node`` (the status name
+        alone cannot tell same-named nodes in different namespaces apart).
+    """
     level, message = DiagnosticStatus.OK, 'reconstructing'
     if paused:
         level, message = DiagnosticStatus.WARN, 'paused'
@@ -66,6 +72,7 @@ def diagnostics_msg(stamp: Any, *, node_name: str, device: str, stats: NodeStats
         level, message = DiagnosticStatus.ERROR, f'worker failed: {error!r}'
     memory = worker.last_memory
     values = {
+        'node': full_name or node_name,
         'device': device,
         'input_rate_hz': f'{stats.rate("in", stats.received):.2f}',
         'processed_rate_hz': f'{stats.rate("proc", worker.processed):.2f}',

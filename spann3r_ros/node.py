@@ -167,9 +167,10 @@ class Spann3rNode(Node):
                 name, msg_type = topic.rstrip('/') + '/compressed', CompressedImage
             else:
                 name, msg_type = topic, Image
-            self._input_topics.append(name)
-            self.create_subscription(msg_type, name, self._make_callback(camera), qos,
-                                     callback_group=inputs)
+            subscription = self.create_subscription(msg_type, name, self._make_callback(camera),
+                                                    qos, callback_group=inputs)
+            # The resolved name, after namespace and remapping: what the node really listens to.
+            self._input_topics.append(subscription.topic_name)
         sensor = qos_profile_sensor_data
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                              reliability=ReliabilityPolicy.RELIABLE,
@@ -301,6 +302,7 @@ class Spann3rNode(Node):
     def _publish_diagnostics(self) -> None:
         self.pub_diag.publish(diagnostics_msg(
             self.get_clock().now().to_msg(), node_name=self.get_name(),
+            full_name=self.get_fully_qualified_name(),
             device=str(self.worker.session.device), stats=self.stats, worker=self.worker,
             paused=self.paused, map_points=len(self.worker.voxel_map),
             error=self.worker.error))

@@ -197,9 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--no-icp', action='store_true', help='skip the ICP refinement')
     p.add_argument('--no-pose', action='store_true',
                    help='do not estimate camera poses (no ATE; faster)')
-    p.add_argument('--topic', default='image', help='--live: image topic of the node')
-    p.add_argument('--node-name', default='spann3r_node',
-                   help='--live: name of the running node (parameters, diagnostics)')
+    p.add_argument('--namespace',
+                   help='--live: namespace of the running node (live.launch.py: spann3r). '
+                   'Default: found on the ROS graph when exactly one Spann3R node runs')
+    p.add_argument('--node-name',
+                   help='--live: name of the running node (spann3r_node unless renamed). '
+                   'Default: found on the ROS graph, like --namespace')
+    p.add_argument('--topic',
+                   help="--live: image topic to publish on (relative names resolve in the "
+                   "node's namespace). Default: the raw image topic the node subscribes to")
     p.add_argument('--min-confidence', type=float,
                    help="--live: the node's min_confidence (default: asked from the node)")
     p.add_argument('--rate', type=float,
@@ -244,8 +250,8 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
     if args.live:
         from .live_eval import run_live
         report, clouds, plot = run_live(scene, frame_ids, node_name=args.node_name,
-                                        topic=args.topic, rate=args.rate,
-                                        timeout=args.timeout,
+                                        namespace=args.namespace, topic=args.topic,
+                                        rate=args.rate, timeout=args.timeout,
                                         min_confidence=args.min_confidence,
                                         use_icp=not args.no_icp)
         write_outputs(args.out, report, clouds, plot)

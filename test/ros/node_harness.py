@@ -42,6 +42,15 @@ def write_tiny_checkpoint(path) -> None:
     save_safetensors(Spann3R(TINY), TINY, path)
 
 
+def synthetic_scannet(root, frames: int, name: str = 'room'):
+    """Render a small synthetic sequence in ScanNet layout under ``root``; return ``root``."""
+    from spann3r_ros.synthetic_cli import main as synth_main
+
+    assert synth_main(['--out', str(root), '--name', name, '--frames', str(frames),
+                       '--width', '160', '--height', '120', '--scannet']) == 0
+    return root
+
+
 def smooth_frame(i: int, width: int = 160, height: int = 120) -> np.ndarray:
     """A smooth, slowly moving RGB test image ``[H, W, 3]``."""
     yy, xx = np.mgrid[0:height, 0:width]

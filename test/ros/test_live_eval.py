@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 import threading
 
+from node_harness import synthetic_scannet
 import numpy as np
 import pytest
 from rclpy.executors import MultiThreadedExecutor
@@ -26,7 +27,6 @@ from spann3r_ros.predictions import Predictions
 from spann3r_ros.replay import evaluate, run_session
 from spann3r_ros.replay import main as eval_main
 from spann3r_ros.scannet import ScanNetScene
-from spann3r_ros.synthetic_cli import main as synth_main
 
 WEIGHTS = Path(__file__).resolve().parents[2] / 'weights' / 'spann3r_tiny_demo.safetensors'
 IMAGE_SIZE = 112
@@ -53,10 +53,7 @@ def running_node(ros, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def sequence(tmp_path_factory):
-    root = tmp_path_factory.mktemp('synth')
-    assert synth_main(['--out', str(root), '--name', 'room', '--frames', str(FRAMES),
-                       '--width', '160', '--height', '120', '--scannet']) == 0
-    return root
+    return synthetic_scannet(tmp_path_factory.mktemp('synth'), FRAMES)
 
 
 def _offline_report(root: Path) -> dict:

@@ -12,16 +12,16 @@ from sensor_msgs.msg import CompressedImage
 from std_srvs.srv import SetBool, Trigger
 
 from spann3r_model.export import read_ply
-from spann3r_ros import conversions as conv
 from spann3r_ros.node import Spann3rNode
 
 
-def make_node(checkpoint, out_dir, **overrides):
+def make_node(checkpoint, out_dir, node_options=None, **overrides):
     params = {'checkpoint': str(checkpoint), 'device': 'cpu', 'min_confidence': 1.0,
               'output_dir': str(out_dir), 'map_voxel_size': 0.001, 'map_publish_rate': 20.0,
               'diagnostics_rate': 5.0, 'num_threads': 1}
     params.update(overrides)
-    return Spann3rNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    return Spann3rNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
+                       **(node_options or {}))
 
 
 @pytest.fixture(scope='module')
@@ -85,6 +85,7 @@ def test_outputs_fields_sizes_stamps_and_frames(live):
     status = live.msgs('/diagnostics')[-1].status[0]
     keys = {kv.key: kv.value for kv in status.values}
     assert keys['device'] == 'cpu' and int(keys['frames_received']) >= 6
+    assert status.name == 'spann3r_node: reconstruction' and keys['node'] == '/spann3r_node'
     assert {'input_rate_hz', 'latency_p50_ms', 'dropped_queue', 'memory_tokens'} <= set(keys)
 
 
@@ -283,5 +284,20 @@ def test_invalid_configuration_stops_startup_with_one_message(ros, checkpoint, t
         make_node(checkpoint, tmp_path, precision='fp8')
 
 
-def test_conversion_backend_is_reported():
-    assert conv.default_backend() in conv.available_backends()
+@pytest.mark.parametrize('node_options, params, logged', [
+    ({'cli_args': ['--ros-args', '-r', 'image:=/cam/image_raw']}, {}, 'raw input from '
+     '/cam/image_raw;'),
+    ({'namespace': 'spann3r'}, {}, 'raw input from /spann3r/image;'),
+    ({'cli_args': ['--ros-args', '-r', 'image/compressed:=/cam/jpeg']},
+     {'transport': 'compressed'}, 'compressed input from /cam/jpeg;'),
+], ids=['remapped', 'namespaced', 'compressed-remapped'])
+def test_the_log_names_the_input_topics_as_resolved(ros, checkpoint, tmp_path, capfd,
+                                                     node_options, params, logged):
+    node = make_node(checkpoint, tmp_path, node_options, **params)
+    try:
+        node.announce_ready()
+        err = capfd.readouterr().err
+    finally:
+        node.shutdown()
+        node.destroy_node()
+    assert logged in err, err
