@@ -2,24 +2,23 @@
 
 Inputs (``Image``, ``CompressedImage``) are validated field by field and decoded to ``[H, W, 3]``
 uint8 RGB; anything malformed raises :class:`ImageRejected` with a short ``reason`` code the node
-counts. Outputs (``PointCloud2``, 32FC1 ``Image``) are built by the NumPy code below
-(:mod:`spann3r_ros.cloud_packer` for clouds); where ``sensor_msgs_py`` and ``cv_bridge`` import,
-they can build them too, byte-identical (same fields, flags and native byte order).
+counts. Outputs (``PointCloud2``, 32FC1 ``Image``) are built here with NumPy, clouds in reused
+buffers (:mod:`spann3r_ros.cloud_packer`); the node needs neither ``sensor_msgs_py`` nor
+``cv_bridge``. The tests decode the messages from their fields alone.
 """
 
 from __future__ import annotations
 
 from array import array as ArrayType
-import functools
 import sys
-from typing import Any, Callable, Optional
+from typing import Optional
 
 import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from .cloud_packer import cloud_array, CLOUD_FIELDS, CLOUD_POINT_STEP, CloudPacker
+from .cloud_packer import CLOUD_FIELDS, CLOUD_POINT_STEP, CloudPacker
 
 #: Smallest accepted image side; smaller images cannot be cropped to the model meaningfully.
 MIN_SIDE = 8
@@ -177,10 +176,24 @@ def _byte_array(array: np.ndarray) -> 'ArrayType':
     return data
 
 
-def _numpy_cloud(header: Header, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray,
-                 mask: Optional[np.ndarray], packer: Optional[CloudPacker]) -> PointCloud2:
+def cloud_msg(header: Header, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray,
+              mask: Optional[np.ndarray] = None, packer: Optional[CloudPacker] = None
+              ) -> PointCloud2:
+    """Build a ``PointCloud2`` with fields x, y, z, rgb, confidence (float32 each).
+
+    One unorganised row (``height`` 1) in the machine's byte order; ``rgb`` holds
+    ``0x00RRGGBB`` reinterpreted as float32, as RViz reads it (see
+    :mod:`spann3r_ros.cloud_packer`).
+
+    :param header: stamp and frame of the cloud.
+    :param xyz: ``[N, 3]`` (or ``[H, W, 3]``) points.
+    :param rgb: ``[N, 3]`` uint8 colours.
+    :param conf: ``[N]`` confidences.
+    :param mask: optional bool mask over the points; only these are published.
+    :param packer: buffers to reuse; None packs in temporary buffers.
+    :raises ValueError: for inconsistent arrays.
+    """
     data, n = (packer or CloudPacker(retain_points=0)).pack(xyz, rgb, conf, mask)
-    # Same flags as sensor_msgs_py.point_cloud2.create_cloud so both backends agree.
     msg = PointCloud2(header=header, height=1, width=n, is_dense=False,
                       is_bigendian=sys.byteorder != 'little', fields=cloud_fields(),
                       point_step=CLOUD_POINT_STEP, row_step=CLOUD_POINT_STEP * n)
@@ -188,91 +201,15 @@ def _numpy_cloud(header: Header, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndar
     return msg
 
 
-def _numpy_float_image(header: Header, array: np.ndarray) -> Image:
-    # Same fields as cv_bridge.cv2_to_imgmsg(array, '32FC1').
+def float_image_msg(header: Header, array: np.ndarray) -> Image:
+    """Build a ``32FC1`` image (machine byte order, unpadded rows) from a ``[H, W]`` array."""
+    if array.ndim != 2:
+        raise ValueError(f'expected a [H, W] array, got shape {array.shape}')
     array = np.ascontiguousarray(array, dtype=np.float32)
     msg = Image(header=header, height=array.shape[0], width=array.shape[1], encoding='32FC1',
                 is_bigendian=sys.byteorder != 'little', step=array.shape[1] * 4)
     msg.data = _byte_array(array)
     return msg
-
-
-def _library_cloud(header: Header, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray,
-                   mask: Optional[np.ndarray], packer: Optional[CloudPacker]) -> PointCloud2:
-    from sensor_msgs_py import point_cloud2
-    return point_cloud2.create_cloud(header, cloud_fields(), cloud_array(xyz, rgb, conf, mask))
-
-
-def _library_float_image(header: Header, array: np.ndarray) -> Image:
-    from cv_bridge import CvBridge
-    msg = CvBridge().cv2_to_imgmsg(np.ascontiguousarray(array, dtype=np.float32), '32FC1')
-    msg.header = header
-    return msg
-
-
-@functools.lru_cache(maxsize=None)
-def _ros_libraries_importable() -> bool:
-    # Asked for every published message: a failed import searches sys.path each time.
-    for name in ('sensor_msgs_py', 'cv_bridge'):
-        try:
-            __import__(name)
-        except ImportError:
-            return False
-    return True
-
-
-def available_backends() -> dict[str, dict[str, Callable[..., Any]]]:
-    """Return the output builders that can run here, keyed by backend name.
-
-    ``numpy`` is always present; ``ros`` (sensor_msgs_py + cv_bridge) only where both import.
-    """
-    backends = {'numpy': {'cloud': _numpy_cloud, 'float_image': _numpy_float_image}}
-    if _ros_libraries_importable():
-        backends['ros'] = {'cloud': _library_cloud, 'float_image': _library_float_image}
-    return backends
-
-
-def default_backend() -> str:
-    """Return the backend the node uses: ``numpy``.
-
-    Its messages are byte-identical to those of ``sensor_msgs_py`` and ``cv_bridge`` (tested
-    wherever those import), and it packs clouds in reused buffers (:class:`CloudPacker`), which
-    the libraries cannot.
-    """
-    return 'numpy'
-
-
-def _builders(backend: Optional[str]) -> dict[str, Callable[..., Any]]:
-    name = backend or default_backend()
-    backends = available_backends()
-    if name not in backends:
-        raise ValueError(f'conversion backend {name!r} is not available here; use one of '
-                         f'{sorted(backends)}')
-    return backends[name]
-
-
-def cloud_msg(header: Header, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray,
-              backend: Optional[str] = None, mask: Optional[np.ndarray] = None,
-              packer: Optional[CloudPacker] = None) -> PointCloud2:
-    """Build a ``PointCloud2`` with fields x, y, z, rgb, confidence (float32 each).
-
-    :param header: stamp and frame of the cloud.
-    :param xyz: ``[N, 3]`` (or ``[H, W, 3]``) points.
-    :param rgb: ``[N, 3]`` uint8 colours.
-    :param conf: ``[N]`` confidences.
-    :param backend: ``numpy`` or ``ros``; None picks :func:`default_backend`.
-    :param mask: optional bool mask over the points; only these are published.
-    :param packer: buffers to reuse (``numpy`` backend); None packs in temporary buffers.
-    :raises ValueError: for inconsistent arrays or an unavailable backend.
-    """
-    return _builders(backend)['cloud'](header, xyz, rgb, conf, mask, packer)
-
-
-def float_image_msg(header: Header, array: np.ndarray, backend: Optional[str] = None) -> Image:
-    """Build a ``32FC1`` image from a ``[H, W]`` array."""
-    if array.ndim != 2:
-        raise ValueError(f'expected a [H, W] array, got shape {array.shape}')
-    return _builders(backend)['float_image'](header, array)
 
 
 def camera_info_msg(header: Header, size: int, focal: float) -> CameraInfo:

@@ -6,10 +6,11 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from sensor_msgs.msg import CompressedImage, Image, PointField
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from spann3r_ros import conversions as conv
+from spann3r_ros.cloud_packer import cloud_array
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, size=(12, 10, 3), dtype=np.uint8)
@@ -136,9 +137,49 @@ def test_compressed_too_large_is_rejected_after_decoding():
     assert info.value.reason == 'too_large'
 
 
-# -- outputs: every importable backend must match messages built by hand from the definitions --
+# -- outputs: decoded from their fields alone, as any subscriber would --------------------
 
-BACKENDS = sorted(conv.available_backends())
+#: PointField datatype constants and their NumPy codes, from sensor_msgs/msg/PointField.msg.
+POINT_FIELD_TYPES = {1: 'i1', 2: 'u1', 3: 'i2', 4: 'u2', 5: 'i4', 6: 'u4', 7: 'f4', 8: 'f8'}
+
+
+def decode_cloud(msg):
+    """Return the points of a PointCloud2 as a structured [height * width] array.
+
+    Built only from the message definition: each field sits at ``offset`` inside a point of
+    ``point_step`` bytes, rows of ``width`` points start every ``row_step`` bytes, and
+    ``is_bigendian`` gives the byte order of every field.
+    """
+    order = '>' if msg.is_bigendian else '<'
+    dtype = np.dtype({
+        'names': [f.name for f in msg.fields],
+        'formats': [order + POINT_FIELD_TYPES[f.datatype] if f.count == 1 else
+                    (order + POINT_FIELD_TYPES[f.datatype], (f.count,)) for f in msg.fields],
+        'offsets': [f.offset for f in msg.fields], 'itemsize': msg.point_step})
+    data = np.frombuffer(bytes(msg.data), np.uint8)
+    assert len(data) == msg.height * msg.row_step
+    assert msg.row_step >= msg.width * msg.point_step
+    rows = data.reshape(msg.height, msg.row_step)[:, :msg.width * msg.point_step]
+    return np.ascontiguousarray(rows).view(dtype).reshape(-1)
+
+
+def decode_float_image(msg):
+    """Return a 32FC1 Image as [height, width] float32, from its definition (rows of ``step``)."""
+    assert msg.encoding == '32FC1'
+    data = np.frombuffer(bytes(msg.data), np.uint8)
+    assert len(data) == msg.height * msg.step and msg.step >= msg.width * 4
+    rows = data.reshape(msg.height, msg.step)[:, :msg.width * 4]
+    dtype = np.dtype('>f4' if msg.is_bigendian else '<f4')
+    return np.ascontiguousarray(rows).view(dtype).astype(np.float32)
+
+
+def unpack_rgb(rgb_float):
+    """Return [N, 3] uint8 from the float32 ``rgb`` field holding ``0x00RRGGBB`` (RViz's way)."""
+    packed = np.ascontiguousarray(rgb_float, dtype=rgb_float.dtype).view(
+        rgb_float.dtype.str.replace('f', 'u'))
+    assert not np.any(packed >> 24), 'the top byte of rgb must be 0'
+    return np.stack([(packed >> 16) & 0xFF, (packed >> 8) & 0xFF, packed & 0xFF],
+                    axis=1).astype(np.uint8)
 
 
 def _header():
@@ -147,48 +188,118 @@ def _header():
     return h
 
 
-@pytest.mark.parametrize('backend', BACKENDS)
-def test_cloud_bytes_match_the_message_definition(backend):
-    xyz = RNG.normal(size=(7, 3)).astype(np.float32)
-    rgb = RNG.integers(0, 256, size=(7, 3), dtype=np.uint8)
-    conf = RNG.uniform(1, 5, size=7).astype(np.float32)
-    msg = conv.cloud_msg(_header(), xyz, rgb, conf, backend=backend)
-    assert (msg.height, msg.width, msg.point_step, msg.row_step) == (1, 7, 20, 140)
+def _cloud_inputs(n):
+    xyz = RNG.normal(size=(n, 3)).astype(np.float32)
+    rgb = RNG.integers(0, 256, size=(n, 3), dtype=np.uint8)
+    conf = RNG.uniform(1, 5, size=n).astype(np.float32)
+    return xyz, rgb, conf
+
+
+def test_the_decoders_follow_the_message_definitions():
+    """The decoders above honour offsets, padding, row padding and big-endian data."""
+    n, height = 3, 2
+    values = RNG.normal(size=(height, n)).astype('>f8')
+    labels = RNG.integers(0, 2**32, size=(height, n), dtype=np.uint64).astype('>u4')
+    point_step, row_step = 16, 16 * n + 4  # 4 pad bytes per point, 4 per row
+    data = np.zeros((height, row_step), np.uint8)
+    for r in range(height):
+        for i in range(n):
+            at = i * point_step
+            # Slices, not scalars: a NumPy scalar forgets the big-endian order.
+            data[r, at:at + 4] = np.frombuffer(labels[r, i:i + 1].tobytes(), np.uint8)
+            data[r, at + 4:at + 12] = np.frombuffer(values[r, i:i + 1].tobytes(), np.uint8)
+    cloud = PointCloud2(height=height, width=n, point_step=point_step, row_step=row_step,
+                        is_bigendian=True, data=data.tobytes(), fields=[
+                            PointField(name='v', offset=4, datatype=PointField.FLOAT64,
+                                       count=1),
+                            PointField(name='label', offset=0, datatype=PointField.UINT32,
+                                       count=1)])
+    points = decode_cloud(cloud)
+    np.testing.assert_array_equal(points['v'], values.ravel())
+    np.testing.assert_array_equal(points['label'], labels.ravel())
+    assert {getattr(PointField, name): code for name, code in (
+        ('INT8', 'i1'), ('UINT8', 'u1'), ('INT16', 'i2'), ('UINT16', 'u2'), ('INT32', 'i4'),
+        ('UINT32', 'u4'), ('FLOAT32', 'f4'), ('FLOAT64', 'f8'))} == POINT_FIELD_TYPES
+
+    depth = RNG.uniform(size=(3, 4)).astype('>f4')
+    padded = np.concatenate([depth.view(np.uint8), np.full((3, 8), 0xCD, np.uint8)], axis=1)
+    image = Image(height=3, width=4, encoding='32FC1', is_bigendian=True, step=24,
+                  data=padded.tobytes())
+    np.testing.assert_array_equal(decode_float_image(image), depth)
+
+
+def test_cloud_decodes_to_its_inputs():
+    xyz, rgb, conf = _cloud_inputs(7)
+    msg = conv.cloud_msg(_header(), xyz, rgb, conf)
+    assert (msg.height, msg.width) == (1, 7)
     assert msg.header.frame_id == 'map' and msg.header.stamp.nanosec == 345
-    assert [(f.name, f.offset, f.datatype, f.count) for f in msg.fields] == [
-        ('x', 0, PointField.FLOAT32, 1), ('y', 4, PointField.FLOAT32, 1),
-        ('z', 8, PointField.FLOAT32, 1), ('rgb', 12, PointField.FLOAT32, 1),
-        ('confidence', 16, PointField.FLOAT32, 1)]
+    assert [(f.name, f.datatype, f.count) for f in msg.fields] == [
+        (name, 7, 1) for name in ('x', 'y', 'z', 'rgb', 'confidence')]  # 7: FLOAT32
+    points = decode_cloud(msg)
+    assert len(points) == 7
+    np.testing.assert_array_equal(np.stack([points[c] for c in 'xyz'], axis=1), xyz)
+    np.testing.assert_array_equal(points['confidence'], conf)
+    np.testing.assert_array_equal(unpack_rgb(points['rgb']), rgb)
+
+
+def test_cloud_bytes_are_the_documented_layout():
+    """20-byte points in native order: x, y, z, 0x00RRGGBB, confidence."""
+    xyz, rgb, conf = _cloud_inputs(7)
+    msg = conv.cloud_msg(_header(), xyz, rgb, conf)
+    assert (msg.point_step, msg.row_step) == (20, 140)
+    assert [(f.name, f.offset) for f in msg.fields] == [
+        ('x', 0), ('y', 4), ('z', 8), ('rgb', 12), ('confidence', 16)]
     assert bool(msg.is_bigendian) == (sys.byteorder == 'big')
-    order = '<' if sys.byteorder == 'little' else '>'
+    order = '>' if msg.is_bigendian else '<'
     expected = b''
     for p, c, k in zip(xyz.tolist(), rgb.tolist(), conf.tolist()):
-        packed_rgb = (c[0] << 16) | (c[1] << 8) | c[2]
-        expected += struct.pack(order + 'fffIf', *p, packed_rgb, k)
+        expected += struct.pack(order + 'fffIf', *p, (c[0] << 16) | (c[1] << 8) | c[2], k)
     assert bytes(msg.data) == expected
 
 
-@pytest.mark.parametrize('backend', BACKENDS)
-def test_float_image_bytes_match_the_message_definition(backend):
+def test_rgb_is_the_float32_reinterpretation_of_0x00rrggbb():
+    rgb = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [18, 52, 86]], np.uint8)
+    msg = conv.cloud_msg(_header(), np.zeros((4, 3), np.float32), rgb, np.ones(4))
+    as_float = decode_cloud(msg)['rgb']
+    expected = np.array([0xFF0000, 0x00FF00, 0x0000FF, 0x123456], np.uint32)
+    np.testing.assert_array_equal(as_float.astype(np.float32).view(np.uint32), expected)
+
+
+def test_cloud_of_an_image_grid_with_mask_decodes_to_the_masked_pixels():
+    xyz = RNG.normal(size=(4, 5, 3)).astype(np.float32)
+    rgb = RNG.integers(0, 256, size=(4, 5, 3), dtype=np.uint8)
+    conf = RNG.uniform(1, 3, size=(4, 5)).astype(np.float32)
+    mask = conf > 2
+    points = decode_cloud(conv.cloud_msg(_header(), xyz.astype(np.float64), rgb, conf,
+                                         mask=mask))
+    assert len(points) == int(mask.sum())
+    np.testing.assert_array_equal(np.stack([points[c] for c in 'xyz'], axis=1), xyz[mask])
+    np.testing.assert_array_equal(unpack_rgb(points['rgb']), rgb[mask])
+    np.testing.assert_array_equal(points['confidence'], conf[mask])
+    with pytest.raises(ValueError, match='mask'):
+        cloud_array(xyz, rgb, conf, mask=np.ones(3, bool))
+
+
+def test_empty_cloud_is_well_formed():
+    msg = conv.cloud_msg(_header(), np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros(0))
+    assert (msg.width, msg.row_step, len(msg.data)) == (0, 0, 0)
+    assert len(decode_cloud(msg)) == 0
+
+
+def test_float_image_decodes_to_its_input():
     depth = RNG.uniform(0, 3, size=(4, 6)).astype(np.float32)
-    msg = conv.float_image_msg(_header(), depth, backend=backend)
+    depth[0, 0], depth[1, 2] = np.nan, np.inf
+    msg = conv.float_image_msg(_header(), depth)
     assert (msg.height, msg.width, msg.step, msg.encoding) == (4, 6, 24, '32FC1')
-    order = '<' if not msg.is_bigendian else '>'
-    assert bytes(msg.data) == struct.pack(order + '24f', *depth.ravel().tolist())
+    assert bool(msg.is_bigendian) == (sys.byteorder == 'big')
     assert msg.header.stamp.sec == 12
-
-
-def test_backends_agree_byte_for_byte():
-    """Wherever sensor_msgs_py and cv_bridge import, both backends produce identical messages."""
-    xyz = RNG.normal(size=(5, 3))
-    rgb = RNG.integers(0, 256, size=(5, 3), dtype=np.uint8)
-    conf = np.ones(5)
-    depth = RNG.uniform(size=(3, 3))
-    msgs = {b: (conv.cloud_msg(_header(), xyz, rgb, conf, b),
-                conv.float_image_msg(_header(), depth, b)) for b in BACKENDS}
-    ref = msgs['numpy']
-    for cloud, image in msgs.values():
-        assert cloud == ref[0] and image == ref[1]
+    np.testing.assert_array_equal(decode_float_image(msg), depth)
+    # Non-contiguous float64 input: converted to float32, rows unpadded.
+    wide = RNG.uniform(size=(6, 4))
+    np.testing.assert_array_equal(decode_float_image(conv.float_image_msg(_header(), wide.T)),
+                                  wide.T.astype(np.float32))
+    with pytest.raises(ValueError, match=r'\[H, W\]'):
+        conv.float_image_msg(_header(), np.zeros((2, 2, 1), np.float32))
 
 
 def test_camera_info_of_the_crop():
@@ -200,35 +311,15 @@ def test_camera_info_of_the_crop():
 
 def test_cloud_array_length_mismatch_is_an_error():
     with pytest.raises(ValueError, match='disagree'):
-        conv.cloud_array(np.zeros((3, 3)), np.zeros((2, 3), np.uint8), np.zeros(3))
-
-
-def test_cloud_mask_keeps_the_selected_pixels_in_order():
-    xyz = RNG.normal(size=(4, 5, 3)).astype(np.float32)
-    rgb = RNG.integers(0, 256, size=(4, 5, 3), dtype=np.uint8)
-    conf = RNG.uniform(1, 3, size=(4, 5)).astype(np.float32)
-    mask = conf > 2
-    masked = conv.cloud_msg(_header(), xyz, rgb, conf, backend='numpy', mask=mask)
-    direct = conv.cloud_msg(_header(), xyz[mask], rgb[mask], conf[mask], backend='numpy')
-    assert masked == direct and masked.width == int(mask.sum())
-    with pytest.raises(ValueError, match='mask'):
-        conv.cloud_array(xyz, rgb, conf, mask=np.ones(3, bool))
-
-
-def test_the_node_packs_with_numpy_and_unknown_backends_are_refused():
-    assert conv.default_backend() == 'numpy'
-    with pytest.raises(ValueError, match="backend 'opencl' is not available"):
-        conv.cloud_msg(_header(), np.zeros((1, 3)), np.zeros((1, 3), np.uint8), np.ones(1),
-                       backend='opencl')
+        conv.cloud_msg(_header(), np.zeros((3, 3)), np.zeros((2, 3), np.uint8), np.zeros(3))
 
 
 def test_cloud_msg_with_a_reused_packer_matches_a_fresh_one():
     packer = conv.CloudPacker()
     for n in (40, 10, 40):
-        xyz = RNG.normal(size=(n, 3)).astype(np.float32)
-        rgb = RNG.integers(0, 256, size=(n, 3), dtype=np.uint8)
-        conf = RNG.uniform(1, 3, size=n).astype(np.float32)
+        xyz, rgb, conf = _cloud_inputs(n)
         mask = conf > 2
         reused = conv.cloud_msg(_header(), xyz, rgb, conf, mask=mask, packer=packer)
-        assert reused == conv.cloud_msg(_header(), xyz, rgb, conf, backend='numpy', mask=mask)
+        assert reused == conv.cloud_msg(_header(), xyz, rgb, conf, mask=mask)
         assert reused.width == int(mask.sum()) and len(reused.data) == 20 * reused.width
+        np.testing.assert_array_equal(decode_cloud(reused)['confidence'], conf[mask])
