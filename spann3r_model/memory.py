@@ -5,8 +5,10 @@ kept exactly as the official implementation has them:
 
 * **read** (one query token per patch): ``softmax(norm_q(q) norm_k(K)^T / sqrt(C))``; in
   training, dropout on the attention; otherwise values below ``attn_thresh`` are zeroed and the
-  rows renormalised. The readout ``attn norm_v(V)`` plus the *un-normalised* query is returned,
-  and every memory token accumulates the (clipped) attention it received.
+  rows renormalised (a row with nothing left, which the official code turns into NaN, keeps its
+  unthresholded softmax weights instead). The readout ``attn norm_v(V)`` plus the
+  *un-normalised* query is returned, and every memory token accumulates the (clipped) attention
+  it received.
 * **write** (evaluation): the new key is compared, patch by patch, with each frame of the working
   memory, which is simply the last ``wm * P`` slots; a mean cosine similarity above
   ``sim_thresh`` skips the frame. Otherwise the tokens are appended, older tokens age by one, and
@@ -134,8 +136,7 @@ class SpatialMemory:
         if self.train and self.dropout > 0:
             attn = F.dropout(attn, self.dropout, training=True)
         if self.attn_thresh > 0:
-            attn = attn.masked_fill(attn < self.attn_thresh, 0.0)
-            attn = attn / attn.sum(dim=-1, keepdim=True)
+            attn = self._clip(attn)
         out = torch.matmul(attn, v.to(attn.dtype)) + query
         received = attn.detach().sum(dim=1).to(self.attn.dtype)
         if self._functional:
@@ -143,6 +144,27 @@ class SpatialMemory:
         else:
             self.attn[:, :self.n] += received
         return out
+
+    def _clip(self, attn: torch.Tensor) -> torch.Tensor:
+        """Zero attention below ``attn_thresh`` and renormalise each row by its sum.
+
+        A row with no weight at or above the threshold (a flat query over more than
+        ``1 / attn_thresh`` tokens) would be 0 / 0, and its NaN would reach the readout and the
+        accumulated attention that every later prune ranks by. Such a row keeps its
+        unthresholded softmax weights instead (renormalised like every other row): it stays a
+        distribution, so its readout, the mean of the values weighted by similarity, is on the
+        scale of every other row's, and each token receives its share of the query's unit of
+        attention. Zeroing the row would instead drop the memory from that patch altogether.
+        Other rows go through exactly the official operations, so they are bit-identical.
+
+        :param attn: ``[B, P, N]`` softmax attention.
+        :return: ``[B, P, N]`` clipped attention, each row summing to one.
+        """
+        keep = attn >= self.attn_thresh
+        # A mask, not a branch: no host synchronisation on the device.
+        keep = keep | ~keep.any(dim=-1, keepdim=True)
+        attn = attn.masked_fill(~keep, 0.0)
+        return attn / attn.sum(dim=-1, keepdim=True)
 
     @staticmethod
     def _sqrt_dim(dim: int) -> float:

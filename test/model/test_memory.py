@@ -186,3 +186,100 @@ def test_state_round_trip_and_validation():
         _memory().read(torch.zeros(1, P, C))
     with pytest.raises(ValueError, match='smaller than the working memory'):
         _memory(work_mem_size=5, long_mem_size=10)
+
+
+def _flat_query_memory(p, **cfg):
+    # With a zero LayerNorm bias, a query row whose entries are all equal normalises to zero:
+    # its affinity to every key is exactly 0 and its softmax row is exactly uniform (1 / N).
+    q, k, v = _norms()
+    with torch.no_grad():
+        q.bias.zero_()
+    return SpatialMemory(MemoryConfig(**cfg), q, k, v, tokens_per_frame=p)
+
+
+def _random_tokens(seed, p):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, p, C, generator=g), torch.randn(1, p, C, generator=g)
+
+
+def _unguarded_read(mem, query):
+    """The read as the official code writes it: rows with nothing above the threshold are 0/0."""
+    k, v = mem.keys_normed[:, :mem.n], mem.values_normed[:, :mem.n]
+    affinity = torch.matmul(mem.norm_q(query), k.transpose(1, 2)) / mem._sqrt_dim(C)
+    attn = torch.softmax(affinity, dim=-1)
+    dense = attn
+    attn = attn.masked_fill(attn < mem.attn_thresh, 0.0)
+    attn = attn / attn.sum(dim=-1, keepdim=True)
+    return torch.matmul(attn, v) + query, attn.sum(dim=1), dense
+
+
+def test_rows_with_attention_above_the_threshold_are_unchanged_bit_for_bit():
+    p = 4
+    mem = _flat_query_memory(p, attn_thresh=0.05, sim_thresh=1.0)
+    with torch.no_grad():
+        for f in range(10):  # 40 tokens: a flat row (1/40 per token) is all below 0.05
+            mem.write(*_random_tokens(f, p), frame=f)
+        query = _random_tokens(99, p)[0] * 3
+        query[0, 1] = 0.7  # a flat row
+        attn_before = mem.attn[:, :mem.n].clone()
+        expected, received, dense = _unguarded_read(mem, query)
+        out = mem.read(query)
+    flat = torch.tensor([False, True, False, False])
+    assert torch.isnan(expected[0, flat]).all() and torch.isfinite(expected[0, ~flat]).all()
+    assert torch.equal(out[0, ~flat], expected[0, ~flat])
+    # The flat row reads the unthresholded softmax row: the mean of the values.
+    vn = mem.values_normed[0, :mem.n]
+    assert torch.allclose(dense[0, 1], torch.full((mem.n,), 1 / mem.n))
+    assert torch.allclose(out[0, 1], vn.mean(0) + query[0, 1], atol=1e-6)
+    # Statistics: the sharp rows contribute exactly what the unguarded formula gives.
+    sharp_only = _unguarded_read(mem, query[:, ~flat])[1]
+    got = mem.attn[:, :mem.n] - attn_before
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got, sharp_only + dense[:, 1], atol=1e-7)
+    # Without a degenerate row the whole read is bit-identical, output and statistics alike.
+    with torch.no_grad():
+        query = _random_tokens(98, p)[0] * 3
+        attn_before = mem.attn[:, :mem.n].clone()
+        expected, received, _ = _unguarded_read(mem, query)
+        out = mem.read(query)
+    assert torch.equal(out, expected)
+    assert torch.equal(mem.attn[:, :mem.n], attn_before + received)
+
+
+def test_flat_query_over_a_large_memory_keeps_statistics_and_pruning_finite():
+    # Official limits: 5e-4 clipping, 4000 long-term tokens. Beyond 2000 tokens a flat query
+    # has every weight below the threshold.
+    p, wm, lm = 500, 5, 4000
+    mem = _flat_query_memory(p)
+    flat_query = torch.full((1, p, C), 0.3)
+    prunes = 0
+    with torch.no_grad():
+        mem.write(*_random_tokens(0, p), frame=0)
+        for f in range(1, 20):
+            query = flat_query.clone()
+            query[:, ::2] = _random_tokens(1000 + f, p)[0][:, ::2] * 3
+            if mem.n > 2000:
+                assert torch.isnan(_unguarded_read(mem, query)[0]).any()
+            out = mem.read(query)
+            assert torch.isfinite(out).all()
+            assert torch.allclose(out[0, 1::2], mem.values_normed[0, :mem.n].mean(0)
+                                  + query[0, 1::2], atol=1e-5)
+            before = {name: getattr(mem, name)[0, :mem.n].clone()
+                      for name in ('attn', 'count', 'origin')}
+            report = mem.write(*_random_tokens(f, p), frame=f)
+            assert report.stored
+            assert torch.isfinite(mem.attn[:, :mem.n]).all()
+            if report.pruned is None:
+                continue
+            prunes += 1
+            assert report.pruned == (lm + wm * p + p, lm)
+            # The kept tokens are the top-k of the finite weights of the state before the write.
+            count = torch.cat([before['count'] + 1, torch.zeros(p)])
+            weight = torch.cat([before['attn'], torch.zeros(p)]) / count
+            weight = weight.masked_fill(count < wm + 5, 1e8)
+            origin = torch.cat([before['origin'],
+                                torch.stack([torch.full((p,), f), torch.arange(p)], -1)])
+            keep = torch.topk(weight, lm).indices
+            assert ({tuple(r) for r in mem.origin[0, :mem.n].tolist()}
+                    == {tuple(r) for r in origin[keep].tolist()})
+    assert prunes == 2
