@@ -122,6 +122,8 @@ class ReconstructionWorker:
         self._step_count = 0
         self._skip_below = 0
         self._segment_frames = 0
+        # After a failed alignment, no new attempt before this many frames of the segment.
+        self._segment_retry_at = 0
         # Recent refined frames of this segment: (frame, points_world [H,W,3], conf [H,W]).
         self._recent: deque[tuple[Frame, np.ndarray, np.ndarray]] = deque(
             maxlen=config.segment_overlap)
@@ -171,6 +173,7 @@ class ReconstructionWorker:
             self._pending.clear()
             self._recent.clear()
             self._step_count = self._skip_below = self._segment_frames = 0
+            self._segment_retry_at = 0
             self.segment = 0
             self.segment_to_world = Sim3()
             self.last_memory = MemoryStats()
@@ -308,6 +311,8 @@ class ReconstructionWorker:
         cfg = self.config
         if self._segment_frames <= cfg.segment_overlap:
             return False
+        if self._segment_frames < self._segment_retry_at:
+            return False
         if cfg.segment_max_frames and self._segment_frames >= cfg.segment_max_frames:
             return True
         if cfg.segment_min_confidence:
@@ -317,13 +322,22 @@ class ReconstructionWorker:
     def restart_segment(self) -> bool:
         """Start a new memory segment aligned to the current one through shared frames.
 
-        :return: True when the new segment was aligned; False when there were too few shared
-            frames or correspondences (then the current segment simply continues).
+        The shared frames run through the session after a reset, and the fit decides whether
+        the reset is kept: only when the Sim(3) is found does the new segment replace the
+        current one. Otherwise the session state saved before the reset is restored, so the
+        current segment continues exactly as if no restart had been tried (same memory, frame
+        indices and ``segment_to_world``), and the next attempt waits ``segment_overlap``
+        frames.
+
+        :return: True when the new segment was aligned and started; False when there were too
+            few shared frames or correspondences (then the current segment continues).
         """
         with self.lock:
             shared = list(self._recent)
             if len(shared) < 2:
                 return False
+            saved_state = (self.session.state_dict(), self.session.metadata())
+            saved_pending = dict(self._pending)
             self.session.reset()
             self._pending.clear()
             new_points: dict[int, FrameResult] = {}
@@ -342,16 +356,19 @@ class ReconstructionWorker:
                                        [new_points[i].conf for i in used],
                                        self.config.min_confidence)
             sim3 = fit_segment(src, dst)
+            if sim3 is None:
+                self.session.load_state(*saved_state)
+                self._pending = saved_pending
+                self._segment_retry_at = self._segment_frames + self.config.segment_overlap
+                self.log.warning(f'segment {self.segment + 1}: no alignment from {len(src)} '
+                                 f'shared points; segment {self.segment} continues')
+                return False
             self._step_count = len(shared)
             # Results of the re-run frames were published by the previous segment already.
             self._skip_below = len(shared)
-            self._segment_frames = 0
+            self._segment_frames = self._segment_retry_at = 0
             self._recent.clear()
             self.segment += 1
-            if sim3 is None:
-                self.log.warning(f'segment {self.segment}: only {len(src)} shared points; '
-                                 'the new segment is not aligned to the previous one')
-                return False
             self.segment_to_world = sim3
             self.log.info(f'segment {self.segment}: aligned through {len(used)} shared frames, '
                           f'{len(src)} points, scale {sim3.scale:.4f}')

@@ -131,3 +131,41 @@ def test_a_reset_while_publishing_keeps_the_old_frame_out_of_the_new_map(model):
     for i in range(2):
         worker.process(_frame(i))
     assert len(worker.voxel_map) == 0 and worker.trajectory == []
+
+
+def _segment_run(model, n, **config):
+    outputs = []
+    worker = ReconstructionWorker(_session(model, False), VoxelMap(0.001, 10**6),
+                                  NodeConfig(min_confidence=1.0, **config), outputs.append)
+    for i in range(n):
+        worker.process(_frame(i))
+    return worker, outputs
+
+
+def test_a_failed_segment_fit_leaves_the_current_segment_untouched(model, monkeypatch):
+    attempts = []
+
+    def failing_fit(src, dst):
+        attempts.append(len(src))
+        return None
+
+    monkeypatch.setattr(worker_module, 'fit_segment', failing_fit)
+    plain, plain_outputs = _segment_run(model, 9)
+    worker, outputs = _segment_run(model, 9, segment_max_frames=4, segment_overlap=2)
+    # Tried at the 4th published frame, then every segment_overlap frames (6th, 8th).
+    assert len(attempts) == 3
+    assert worker.segment == 0 and worker.segment_to_world.is_identity()
+    assert worker.session.frame_count == plain.session.frame_count == 9
+    assert [o.index for o in outputs] == [o.index for o in plain_outputs] == list(range(8))
+    for got, want in zip(outputs, plain_outputs):
+        assert got.segment == 0
+        np.testing.assert_array_equal(got.points_map, want.points_map)
+    for got, want in zip(worker.voxel_map.arrays(), plain.voxel_map.arrays()):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_successful_segment_fit_starts_an_aligned_segment(model):
+    worker, outputs = _segment_run(model, 7, segment_max_frames=4, segment_overlap=2)
+    assert worker.segment == 1 and not worker.segment_to_world.is_identity()
+    assert [o.segment for o in outputs][-1] == 1
+    assert [o.frame.stamp for o in outputs] == sorted({o.frame.stamp for o in outputs})
