@@ -19,6 +19,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, Poi
 from std_msgs.msg import Header
 
 from .cloud_packer import CLOUD_FIELDS, CLOUD_POINT_STEP, CloudPacker
+from .compressed_size import claimed_size, JPEG_SIGNATURE, PNG_SIGNATURE
 
 #: Smallest accepted image side; smaller images cannot be cropped to the model meaningfully.
 MIN_SIDE = 8
@@ -141,14 +142,23 @@ def compressed_to_rgb(msg: CompressedImage, max_pixels: int = 16_000_000) -> np.
     data = np.frombuffer(memoryview(msg.data).cast('B'), np.uint8)
     if data.size == 0:
         raise ImageRejected('empty_compressed', 'CompressedImage has no data')
-    header_ok = data[:3].tobytes() == b'\xff\xd8\xff' or data[:8].tobytes() == b'\x89PNG\r\n\x1a\n'
-    if not header_ok:
+    head = data[:65536].tobytes()
+    if head[:3] != JPEG_SIGNATURE and head[:8] != PNG_SIGNATURE:
         raise ImageRejected('corrupt_compressed', 'CompressedImage data is neither JPEG nor PNG')
-    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    # The size the header claims is checked before decoding: a small payload can claim an
+    # enormous image, and the decoder would allocate for it.
+    size = claimed_size(head) or claimed_size(data.tobytes())
+    if size is None:
+        raise ImageRejected('corrupt_compressed', 'CompressedImage header gives no image size')
+    _check_size(size[1], size[0], max_pixels)
+    try:
+        decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise ImageRejected('corrupt_compressed', f'decoder error: {exc}'.splitlines()[0]) \
+            from None
     if decoded is None or decoded.size == 0:
         raise ImageRejected('corrupt_compressed', f'could not decode {len(data)} bytes of '
                                                   f'{msg.format or "compressed"} data')
-    _check_size(decoded.shape[0], decoded.shape[1], max_pixels)
     if decoded.dtype == np.uint16:
         decoded = (decoded >> 8).astype(np.uint8)
     if decoded.ndim == 2:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 import threading
 import time
 from typing import Any, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import numpy as np
+
+#: Diagnostics warn about malformed input while a frame was dropped within this many seconds.
+RECENT_WINDOW_S = 10.0
 
 
 class NodeStats:
@@ -21,6 +24,7 @@ class NodeStats:
         self.skipped = 0
         self.rejected: Counter[str] = Counter()
         self._last_warn: dict[str, float] = {}
+        self._reject_times: deque[float] = deque(maxlen=100_000)
         self._rate_marks: dict[str, tuple[float, int]] = {}
 
     def count(self, what: str) -> None:
@@ -33,11 +37,23 @@ class NodeStats:
         now = time.monotonic()
         with self._lock:
             self.rejected[reason] += 1
+            self._reject_times.append(now)
             last = self._last_warn.get(reason)
             if last is None or now - last >= throttle_s:
                 self._last_warn[reason] = now
                 return True
             return False
+
+    def recent_rejections(self, window_s: Optional[float] = None) -> int:
+        """Return how many frames were rejected in the last ``window_s`` seconds.
+
+        :param window_s: the window; None for :data:`RECENT_WINDOW_S`.
+        """
+        since = time.monotonic() - (RECENT_WINDOW_S if window_s is None else window_s)
+        with self._lock:
+            while self._reject_times and self._reject_times[0] < since:
+                self._reject_times.popleft()
+            return len(self._reject_times)
 
     def rate(self, name: str, count: int) -> float:
         """Return the rate of a monotonically growing ``count`` since the previous call."""
@@ -66,8 +82,10 @@ def diagnostics_msg(stamp: Any, *, node_name: str, device: str, stats: NodeStats
     level, message = DiagnosticStatus.OK, 'reconstructing'
     if paused:
         level, message = DiagnosticStatus.WARN, 'paused'
-    if sum(stats.rejected.values()):
-        level, message = DiagnosticStatus.WARN, 'malformed input frames were dropped'
+    recent = stats.recent_rejections()
+    if recent:
+        level, message = DiagnosticStatus.WARN, (f'{recent} malformed input frames dropped in '
+                                                 f'the last {RECENT_WINDOW_S:.0f} s')
     if error is not None or not worker.alive:
         level, message = DiagnosticStatus.ERROR, f'worker failed: {error!r}'
     memory = worker.last_memory
@@ -85,6 +103,7 @@ def diagnostics_msg(stamp: Any, *, node_name: str, device: str, stats: NodeStats
         'frames_published': str(worker.published),
         'dropped_queue': str(worker.queue.dropped),
         'dropped_malformed': str(sum(stats.rejected.values())),
+        'dropped_malformed_recent': str(recent),
         'skipped_keyframing': str(stats.skipped),
         'skipped_paused': str(stats.paused),
         'nonfinite_outputs': str(worker.nonfinite_outputs),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from typing import Optional
 
 #: Decision codes of :meth:`InputGate.check` other than acceptance.
@@ -21,9 +22,12 @@ class InputGate:
 
     :param keyframe_every: keep every n-th frame (1 keeps all).
     :param keyframe_min_interval: minimum stamp gap between kept frames, seconds.
+
+    Safe to call from several threads (one subscription callback per camera).
     """
 
     def __init__(self, keyframe_every: int = 1, keyframe_min_interval: float = 0.0) -> None:
+        self._lock = threading.Lock()
         self.configure(keyframe_every, keyframe_min_interval)
         self._last_seen: dict[int, float] = {}
         self._last_kept: dict[int, float] = {}
@@ -35,14 +39,16 @@ class InputGate:
             raise ValueError(f'keyframe_every must be >= 1, got {keyframe_every}')
         if keyframe_min_interval < 0:
             raise ValueError(f'keyframe_min_interval must be >= 0, got {keyframe_min_interval}')
-        self.keyframe_every = keyframe_every
-        self.keyframe_min_interval = keyframe_min_interval
+        with self._lock:
+            self.keyframe_every = keyframe_every
+            self.keyframe_min_interval = keyframe_min_interval
 
     def reset(self) -> None:
         """Forget stamps and counters (a new reconstruction starts)."""
-        self._last_seen.clear()
-        self._last_kept.clear()
-        self._counter.clear()
+        with self._lock:
+            self._last_seen.clear()
+            self._last_kept.clear()
+            self._counter.clear()
 
     def check(self, camera: int, stamp: float) -> Optional[str]:
         """Return None to accept the frame, else a decision code.
@@ -52,6 +58,10 @@ class InputGate:
         """
         if not math.isfinite(stamp) or stamp < 0:
             return STAMP_INVALID
+        with self._lock:
+            return self._check(camera, stamp)
+
+    def _check(self, camera: int, stamp: float) -> Optional[str]:
         last = self._last_seen.get(camera)
         if last is not None and stamp < last:
             return STAMP_BACKWARDS

@@ -2,24 +2,29 @@
 
 Callbacks only decode and enqueue; one worker thread (:mod:`spann3r_ros.worker`) owns the
 streaming session. Frame conventions are documented in :mod:`spann3r_ros.frames`.
+
+No input can end the node: every callback contains its own failures. An image callback that
+raises drops and counts the frame (the exception's type is in diagnostics), a service answers
+``success: false`` with the reason, a timer logs and carries on.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from datetime import datetime, timezone
+import functools
 import os
 from pathlib import Path
 import sys
+import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, TransformStamped
 from nav_msgs.msg import Path as PathMsg
 import numpy as np
 import rclpy
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (
@@ -51,14 +56,20 @@ from .frames import quaternion_xyzw
 from .input_gate import InputGate, KEYFRAME_SKIP
 from .node_config import NodeConfig
 from .params import declare_node_config, make_set_callback
-from .segments import Sim3
 from .stop_request import StopRequest
 from .worker import Output, ReconstructionWorker
 
 #: Longest wait of the spin loop for work before it checks for a stop signal, in seconds.
 SPIN_PERIOD = 0.2
-#: The published path keeps at most this many poses (the trajectory itself is unbounded).
-MAX_PATH_POSES = 10000
+#: The published path holds at most this many poses: the whole trajectory, thinned evenly as it
+#: grows (the trajectory itself, saved by ``save_map``, keeps every pose).
+MAX_PATH_POSES = 1000
+#: The path is published at most this often, in seconds (and once more when poses are left).
+PATH_PERIOD = 0.5
+#: Requests a service queues before it drops the oldest (rclpy's default keeps 10).
+SERVICE_QUEUE_DEPTH = 128
+#: Seconds between two log lines about failures of the same callback.
+FAILURE_LOG_PERIOD = 5.0
 
 
 class Spann3rNode(Node):
@@ -75,16 +86,22 @@ class Spann3rNode(Node):
         self.stats = NodeStats()
         self.paused = False
         self.gate = InputGate(cfg.keyframe_every, cfg.keyframe_min_interval)
-        self._checkpoint_sha: Optional[str] = None
+        # Started in _load_session: the checkpoint's SHA-256 for save_session and resume_from.
+        self._checkpoint_digest: Optional[session_store.FileDigest] = None
         self._map_version_published = 0  # an empty map is not published at startup
         self._last_stamp = None
         # Used by the worker thread only. The map (1 Hz, up to map_max_points) is packed in
         # temporary buffers rather than pinning memory for its largest size.
         self._points_packer = CloudPacker()
         # Path poses already built, so a frame converts only its own pose (see _publish_path).
-        self._path_poses: deque[PoseStamped] = deque(maxlen=MAX_PATH_POSES)
+        self._path_lock = threading.Lock()
+        self._path_poses: list[PoseStamped] = []
+        self._path_stride = 1
         self._path_synced = 0
         self._path_resets = 0
+        self._path_published_at = -PATH_PERIOD
+        self._path_header: Optional[Header] = None
+        self._failure_logged: dict[str, float] = {}
         session, self.model_config = self._load_session(cfg)
         from spann3r_model.mapping import VoxelMap
         voxel_map = VoxelMap(cfg.map_voxel_size, cfg.map_max_points)
@@ -112,6 +129,7 @@ class Spann3rNode(Node):
         path = Path(os.path.expanduser(cfg.checkpoint))
         if not path.is_file():
             raise ValueError(f'checkpoint {str(path)!r} does not exist or is not a file')
+        self._checkpoint_digest = session_store.FileDigest(path)
         from spann3r_model.session import StreamingSession
         session = StreamingSession.from_checkpoint(
             path, engine_config=cfg.engine_config(), memory_config=cfg.memory_config(),
@@ -120,41 +138,23 @@ class Spann3rNode(Node):
         return session, session.model.config if hasattr(session, 'model') else None
 
     def _identity(self) -> dict:
-        if self._checkpoint_sha is None:
-            self._checkpoint_sha = session_store.file_sha256(
-                os.path.expanduser(self.config.checkpoint))
         model_cfg = self.model_config.to_dict() if self.model_config is not None else {}
-        return session_store.identity(model_cfg, self._checkpoint_sha, self.config)
+        return session_store.identity(model_cfg, self._checkpoint_digest.result(), self.config)
 
     def _resume(self, directory: str) -> None:
         state = session_store.load(directory, self._identity())
         worker = self.worker
-        with worker.lock:
-            worker.session.load_state(state['session_tensors'], state['session_meta'])
-            worker.voxel_map.load_state_dict(state['map_state'])
-            worker.trajectory[:] = state['trajectory']
-            worker.trajectory_resets += 1
-            worker.map_version += 1
-            extra = state['extra']
-            worker.segment = int(extra.get('segment', 0))
-            worker.segment_to_world = Sim3.from_list(extra.get('segment_to_world',
-                                                               Sim3().to_list()))
-            # New frames continue the saved indices; the last saved frame's refined result
-            # arrives with the first new frame and is published then.
-            worker._step_count = int(extra.get('step_count', 0))
-            worker._skip_below = worker._step_count
-            prev = state['session_meta'].get('prev')
-            if prev is not None:
-                stamp = float(prev['stamp'])
-                header = Header(stamp=_time_msg(stamp), frame_id=self.config.camera_frame)
-                worker._pending[int(prev['index'])] = Frame(camera=0, stamp=stamp, rgb=None,
-                                                            header=header)
-                worker._skip_below = int(prev['index'])
+        # The last saved frame's refined result arrives with the first new frame.
+        prev, prev_frame = state['session_meta'].get('prev'), None
+        if prev is not None:
+            stamp = float(prev['stamp'])
+            header = Header(stamp=_time_msg(stamp), frame_id=self.config.camera_frame)
+            prev_frame = Frame(camera=0, stamp=stamp, rgb=None, header=header)
+        worker.restore(state, prev_frame)
         self.get_logger().info(f'resumed {directory}: {len(state["trajectory"])} poses, '
                                f'{len(worker.voxel_map)} map points')
 
     def _make_interfaces(self, cfg: NodeConfig) -> None:
-        inputs = ReentrantCallbackGroup()
         services = MutuallyExclusiveCallbackGroup()
         timers = MutuallyExclusiveCallbackGroup()
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=cfg.qos_depth,
@@ -167,8 +167,11 @@ class Spann3rNode(Node):
                 name, msg_type = topic.rstrip('/') + '/compressed', CompressedImage
             else:
                 name, msg_type = topic, Image
-            subscription = self.create_subscription(msg_type, name, self._make_callback(camera),
-                                                    qos, callback_group=inputs)
+            # One exclusive group per camera: its frames are decoded one at a time, in arrival
+            # order, while several cameras still decode in parallel.
+            subscription = self.create_subscription(
+                msg_type, name, self._make_callback(camera), qos,
+                callback_group=MutuallyExclusiveCallbackGroup())
             # The resolved name, after namespace and remapping: what the node really listens to.
             self._input_topics.append(subscription.topic_name)
         sensor = qos_profile_sensor_data
@@ -191,17 +194,54 @@ class Spann3rNode(Node):
             except ImportError:
                 self.get_logger().warning('tf2_ros is not importable: TF map -> camera is not '
                                           'broadcast (pose and path are still published)')
-        self.create_service(Trigger, '~/reset', self._on_reset, callback_group=services)
-        self.create_service(Trigger, '~/save_map', self._on_save_map, callback_group=services)
-        self.create_service(Trigger, '~/save_session', self._on_save_session,
-                            callback_group=services)
-        self.create_service(SetBool, '~/pause', self._on_pause, callback_group=services)
+        service_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=SERVICE_QUEUE_DEPTH,
+                                 reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.VOLATILE)
+        for srv_type, name, handler in ((Trigger, 'reset', self._on_reset),
+                                        (Trigger, 'save_map', self._on_save_map),
+                                        (Trigger, 'save_session', self._on_save_session),
+                                        (SetBool, 'pause', self._on_pause)):
+            self.create_service(srv_type, f'~/{name}', self._contained_service(name, handler),
+                                qos_profile=service_qos, callback_group=services)
         if cfg.map_publish_rate > 0:
-            self.create_timer(1.0 / cfg.map_publish_rate, self._publish_map,
+            self.create_timer(1.0 / cfg.map_publish_rate,
+                              self._contained_timer('map', self._publish_map),
                               callback_group=timers)
         if cfg.diagnostics_rate > 0:
-            self.create_timer(1.0 / cfg.diagnostics_rate, self._publish_diagnostics,
+            self.create_timer(1.0 / cfg.diagnostics_rate,
+                              self._contained_timer('diagnostics', self._publish_diagnostics),
                               callback_group=timers)
+        self.create_timer(PATH_PERIOD, self._contained_timer('path', self._publish_pending_path),
+                          callback_group=timers)
+
+    # -- failure containment ----------------------------------------------------------------
+    def _log_failure(self, where: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._failure_logged.get(where, -FAILURE_LOG_PERIOD) >= FAILURE_LOG_PERIOD:
+            self._failure_logged[where] = now
+            self.get_logger().error(f'{where} failed: {type(exc).__name__}: {exc}')
+
+    def _contained_service(self, name: str, handler: Callable[[Any, Any], Any]
+                           ) -> Callable[[Any, Any], Any]:
+        @functools.wraps(handler)
+        def call(request: Any, response: Any) -> Any:
+            try:
+                return handler(request, response)
+            except Exception as exc:  # the node answers instead of dying of one request
+                response.success = False
+                response.message = f'{name} failed: {type(exc).__name__}: {exc}'
+                self._log_failure(f'service {name}', exc)
+                return response
+        return call
+
+    def _contained_timer(self, name: str, callback: Callable[[], None]) -> Callable[[], None]:
+        @functools.wraps(callback)
+        def tick() -> None:
+            try:
+                callback()
+            except Exception as exc:  # a timer logs and carries on
+                self._log_failure(f'{name} timer', exc)
+        return tick
 
     def _apply_config(self, new: NodeConfig) -> None:
         self.config = new
@@ -211,7 +251,11 @@ class Spann3rNode(Node):
     # -- input ------------------------------------------------------------------------------
     def _make_callback(self, camera: int) -> Any:
         def callback(msg: Any) -> None:
-            self._on_image(camera, msg)
+            try:
+                self._on_image(camera, msg)
+            except Exception as exc:  # one bad message must not end the executor
+                self._reject(f'error_{type(exc).__name__}',
+                             f'{type(exc).__name__} in the image callback: {exc}')
         return callback
 
     def _on_image(self, camera: int, msg: Any) -> None:
@@ -220,7 +264,16 @@ class Spann3rNode(Node):
         if self.paused:
             self.stats.count('paused')
             return
+        # Admission first: a frame that keyframing drops or whose stamp goes backwards is never
+        # decoded.
         stamp = stamp_to_seconds(msg.header)
+        decision = self.gate.check(camera, stamp)
+        if decision == KEYFRAME_SKIP:
+            self.stats.count('skipped')
+            return
+        if decision is not None:
+            self._reject(decision, f'stamp {stamp:.6f} of camera {camera} rejected')
+            return
         try:
             if isinstance(msg, CompressedImage):
                 rgb = compressed_to_rgb(msg, self.config.max_image_pixels)
@@ -228,13 +281,6 @@ class Spann3rNode(Node):
                 rgb = image_to_rgb(msg, self.config.max_image_pixels)
         except ImageRejected as exc:
             self._reject(exc.reason, str(exc))
-            return
-        decision = self.gate.check(camera, stamp)
-        if decision == KEYFRAME_SKIP:
-            self.stats.count('skipped')
-            return
-        if decision is not None:
-            self._reject(decision, f'stamp {stamp:.6f} of camera {camera} rejected')
             return
         self.worker.queue.put(Frame(camera=camera, stamp=stamp, rgb=rgb, header=msg.header,
                                     received=received))
@@ -261,7 +307,7 @@ class Spann3rNode(Node):
         if out.T_map_cam is not None:
             pose = _pose_stamped(map_header, out.T_map_cam)
             self.pub_pose.publish(pose)
-            self._publish_path(map_header)
+            self._publish_path(map_header, due_only=True)
             if self.tf is not None:
                 t = TransformStamped(header=map_header, child_frame_id=cam_header.frame_id)
                 t.transform.translation.x, t.transform.translation.y, \
@@ -269,23 +315,47 @@ class Spann3rNode(Node):
                 t.transform.rotation = pose.pose.orientation
                 self.tf.sendTransform(t)
 
-    def _publish_path(self, header: Header) -> None:
-        # Only poses added since the last call are converted: rebuilding every pose of a long
-        # trajectory each frame made the cost of a frame grow with the length of the run.
-        worker = self.worker
-        with worker.lock:
-            total, resets = len(worker.trajectory), worker.trajectory_resets
-            if resets != self._path_resets or total < self._path_synced:
-                self._path_poses.clear()
-                self._path_synced, self._path_resets = 0, resets
-            new = worker.trajectory[max(self._path_synced, total - MAX_PATH_POSES):total]
-            self._path_synced = total
-        for stamp, T in new:
-            self._path_poses.append(_pose_stamped(
-                Header(stamp=_time_msg(stamp), frame_id=header.frame_id), T))
-        path = PathMsg(header=header)
-        path.poses = list(self._path_poses)
+    def _publish_path(self, header: Header, due_only: bool = False) -> None:
+        """Publish the path: at most every :data:`PATH_PERIOD` s, at most ``MAX_PATH_POSES``.
+
+        Only poses added since the last call are converted, and the path is thinned evenly as
+        the trajectory grows, so a frame's cost does not grow with the length of the run.
+        """
+        with self._path_lock:
+            self._path_header = header
+            now = time.monotonic()
+            if due_only and now - self._path_published_at < PATH_PERIOD:
+                return
+            self._path_published_at = now
+            self._path_header = None
+            worker = self.worker
+            with worker.lock:
+                total, resets = len(worker.trajectory), worker.trajectory_resets
+                if resets != self._path_resets or total < self._path_synced:
+                    self._path_poses.clear()
+                    self._path_stride, self._path_synced, self._path_resets = 1, 0, resets
+                start = self._path_synced
+                new = worker.trajectory[start:total]
+                self._path_synced = total
+            for index, (stamp, T) in enumerate(new, start):
+                if index % self._path_stride == 0:
+                    self._path_poses.append(_pose_stamped(
+                        Header(stamp=_time_msg(stamp), frame_id=header.frame_id), T))
+                if len(self._path_poses) > MAX_PATH_POSES:
+                    self._path_poses = self._path_poses[::2]
+                    self._path_stride *= 2
+            path = PathMsg(header=header)
+            path.poses = list(self._path_poses)
+            if new and (total - 1) % self._path_stride:  # the newest pose is always shown
+                stamp, T = new[-1]
+                path.poses.append(_pose_stamped(
+                    Header(stamp=_time_msg(stamp), frame_id=header.frame_id), T))
         self.pub_path.publish(path)
+
+    def _publish_pending_path(self) -> None:
+        header = self._path_header
+        if header is not None:
+            self._publish_path(header)
 
     def _publish_map(self) -> None:
         # Read before the arrays: a change in between is published again at the next tick. No
@@ -360,17 +430,14 @@ class Spann3rNode(Node):
             name = 'session_' + datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S_%fZ')
             target = _inside(self.config.output_path(), name)
             ident = self._identity()
-            with worker.lock:
-                worker.flush_map()
-                extra = {'map_frame_convention': 'first camera optical frame in REP 103 axes',
-                         'segment': worker.segment,
-                         'segment_to_world': worker.segment_to_world.to_list(),
-                         'step_count': worker._step_count}
-                session_store.save(target, session_tensors=worker.session.state_dict(),
-                                   session_meta=worker.session.metadata(),
-                                   map_state=worker.voxel_map.state_dict(),
-                                   trajectory=worker.trajectory_copy(), ident=ident,
-                                   extra=extra)
+            # Copied under the worker's locks; written and fsynced without them.
+            snapshot = worker.snapshot()
+            extra = {'map_frame_convention': 'first camera optical frame in REP 103 axes',
+                     **snapshot['extra']}
+            session_store.save(target, session_tensors=snapshot['session_tensors'],
+                               session_meta=snapshot['session_meta'],
+                               map_state=snapshot['map_state'],
+                               trajectory=snapshot['trajectory'], ident=ident, extra=extra)
         except (ValueError, OSError) as exc:
             response.success, response.message = False, f'save_session failed: {exc}'
             self.get_logger().error(response.message)
@@ -378,16 +445,23 @@ class Spann3rNode(Node):
         response.success, response.message = True, str(target)
         return response
 
-    def shutdown(self) -> None:
-        """Stop the worker thread."""
-        self.worker.stop()
+    def shutdown(self) -> bool:
+        """Stop the worker threads.
+
+        :return: True when they ended; False when a step still runs after the worker's stop
+            timeout (logged), and the node must then not be destroyed.
+        """
+        return self.worker.stop()
 
 
 def _inside(directory: Path, name: str) -> Path:
     """Return ``directory / name`` after checking it cannot land outside ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
-    root = directory.resolve()
-    target = (root / name).resolve()
+    try:
+        root = directory.resolve()
+        target = (root / name).resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise ValueError(f'{name!r} cannot be resolved inside {directory}: {exc}') from None
     if target.parent != root:
         raise ValueError(f'{name!r} resolves to {target}, outside the output directory {root}')
     return target
@@ -433,11 +507,10 @@ def main(args: Optional[list[str]] = None) -> int:
         code = 1
     finally:
         stop.interruptible = False  # a second Ctrl-C must not interrupt the clean-up
-        if node is not None:
-            node.shutdown()
+        stopped = node.shutdown() if node is not None else False
         if executor is not None:
             executor.shutdown()
-        if node is not None:
+        if node is not None and stopped:
             node.destroy_node()
         rclpy.try_shutdown()
         stop.restore()

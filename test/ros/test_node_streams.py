@@ -136,6 +136,9 @@ def test_two_cameras_feed_one_memory_interleaved_by_stamp(ros, checkpoint, tmp_p
             assert image.header.frame_id == node.config.camera_frame_for(camera)
             assert (image.width, image.height) == (224, 224)
         assert {camera_of[_stamp(m.header)] for m in harness.msgs('depth')} == {0, 1}
+        # The path is published at most every PATH_PERIOD; the last one holds every pose.
+        harness.wait_for(lambda: len(harness.msgs('path')[-1].poses) == len(stamps) - 1, 10,
+                         'complete path')
         path = harness.msgs('path')[-1]
         assert [_stamp(p.header) for p in path.poses] == stamps[:-1]
         assert path.header.frame_id == node.config.map_frame
@@ -143,19 +146,20 @@ def test_two_cameras_feed_one_memory_interleaved_by_stamp(ros, checkpoint, tmp_p
         harness.close()
 
 
-def test_path_keeps_the_newest_poses_and_restarts_after_reset(ros, checkpoint, tmp_path,
-                                                              monkeypatch):
+def test_path_covers_the_whole_run_thinned_and_restarts_after_reset(ros, checkpoint, tmp_path,
+                                                                   monkeypatch):
     from std_srvs.srv import Trigger
     monkeypatch.setattr(node_module, 'MAX_PATH_POSES', 3)
     harness = Harness(_node(checkpoint, tmp_path))
     try:
         stamps = harness.feed([smooth_frame(i) for i in range(6)], start_stamp=50.0)
         harness.wait_for(lambda: harness.node.worker.published == 5, 10, 'outputs')
-        harness.wait_for(lambda: len(harness.msgs('path')) == 5, 10, 'paths')
-        lengths = [len(p.poses) for p in harness.msgs('path')]
-        assert lengths == [1, 2, 3, 3, 3]
+        harness.wait_for(lambda: harness.msgs('path') and _stamp(
+            harness.msgs('path')[-1].poses[-1].header) == round(stamps[4], 6), 10, 'last path')
+        assert all(len(p.poses) <= 3 for p in harness.msgs('path'))
         last = harness.msgs('path')[-1]
-        assert [_stamp(p.header) for p in last.poses] == [round(s, 6) for s in stamps[2:5]]
+        # Five poses thinned to every second one: the first, the middle and the newest.
+        assert [_stamp(p.header) for p in last.poses] == [round(stamps[i], 6) for i in (0, 2, 4)]
         # Each pose of the path is the pose that was published for that frame.
         poses = {_stamp(p.header): p.pose for p in harness.msgs('pose')}
         for p in last.poses:
