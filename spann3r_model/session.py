@@ -38,6 +38,9 @@ STATE_FORMAT = 'spann3r_session/1'
 #: Pixels with ``(conf - 1) / conf`` at or below this are left out of pose estimation
 #: (the official demo's default confidence threshold).
 POSE_CONF_THRESH = 1e-3
+#: PnP-RANSAC uses at most this many of those pixels, taken at an even stride through them so
+#: they stay spread over the image (see ``benchmarks/pnp_subsample.py`` for the accuracy).
+PNP_MAX_POINTS = 2048
 #: Official evaluation memory settings and the default engine (frozen, safe to share).
 DEFAULT_MEMORY = MemoryConfig()
 DEFAULT_ENGINE = EngineConfig()
@@ -111,6 +114,11 @@ class StreamingSession:
         self.engine_config = engine_config
         self.provisional = provisional
         self.estimate_pose = estimate_pose
+        #: Confident pixels PnP uses at most (None: all of them, as the official demo does).
+        self.pnp_max_points: Optional[int] = PNP_MAX_POINTS
+        #: Attach the focal only and leave the pose to the caller (:func:`attach_pnp_pose`),
+        #: for callers that run PnP outside the thread of the model.
+        self.defer_pnp = False
         self._autocast_dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(precision)
         self._geometry_warned = False
         self.reset()
@@ -250,11 +258,12 @@ class StreamingSession:
                     return
                 self._focal = float(geometry.estimate_focal(result.pts3d))
             result.focal = self._focal
-            mask = (result.conf - 1.0) / result.conf > POSE_CONF_THRESH
-            result.T_world_cam = geometry.estimate_pose_pnp(result.pts3d, self._focal, mask=mask)
         except ValueError as exc:
             # A degenerate pointmap (e.g. non-finite values) must not stop the reconstruction.
-            _LOG.warning('pose of frame %d not estimated: %s', result.index, exc)
+            _LOG.warning('focal of frame %d not estimated: %s', result.index, exc)
+            return
+        if not self.defer_pnp:
+            attach_pnp_pose(result, self.pnp_max_points)
 
     # ------------------------------------------------------------------ persistence
     def fingerprint(self) -> str:
@@ -339,3 +348,39 @@ class StreamingSession:
         if memory is not None:
             self._stats = MemoryStats(tokens=memory.num_tokens, working_frames=memory.wm,
                                       long_term_tokens=memory.lm)
+
+
+def pnp_mask(conf: np.ndarray, max_points: Optional[int] = PNP_MAX_POINTS) -> np.ndarray:
+    """Return the ``[H, W]`` bool mask of the pixels PnP uses for a result.
+
+    :param conf: ``[H, W]`` confidence.
+    :param max_points: at most this many confident pixels, at an even stride through them
+        (None: every confident pixel).
+    """
+    mask = (conf - 1.0) / conf > POSE_CONF_THRESH
+    if max_points is None:
+        return mask
+    index = np.flatnonzero(mask)
+    if len(index) <= max_points:
+        return mask
+    keep = np.zeros(mask.size, bool)
+    keep[index[np.linspace(0, len(index) - 1, max_points).astype(np.int64)]] = True
+    return keep.reshape(mask.shape)
+
+
+def attach_pnp_pose(result: FrameResult, max_points: Optional[int] = PNP_MAX_POINTS) -> None:
+    """Set ``result.T_world_cam`` by PnP-RANSAC from its pointmap and focal (thread-safe).
+
+    Does nothing for a result without a focal; a degenerate pointmap leaves the pose None.
+
+    :param result: a result of a session with ``estimate_pose``.
+    :param max_points: see :func:`pnp_mask`.
+    """
+    if result.focal is None:
+        return
+    from . import geometry
+    try:
+        result.T_world_cam = geometry.estimate_pose_pnp(result.pts3d, result.focal,
+                                                        mask=pnp_mask(result.conf, max_points))
+    except ValueError as exc:
+        _LOG.warning('pose of frame %d not estimated: %s', result.index, exc)

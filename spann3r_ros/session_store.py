@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 import shutil
 import tempfile
+import threading
 from typing import Any, Optional
 
 import numpy as np
@@ -140,3 +141,45 @@ def load(directory: os.PathLike, expected_identity: dict[str, Any]) -> dict[str,
         'trajectory': [(float(s), T) for s, T in zip(stamps, poses)],
         'extra': meta.get('extra', {}),
     }
+
+
+class FileDigest:
+    """The SHA-256 of a file, computed once on a background thread from construction on.
+
+    Hashing a multi-GB checkpoint takes seconds; starting it when the file is loaded keeps it out
+    of the service callbacks that need it later (:meth:`result` waits only if it is not done).
+
+    :param path: the file.
+    """
+
+    def __init__(self, path: os.PathLike) -> None:
+        self._path = path
+        self._done = threading.Event()
+        self._value: Optional[str] = None
+        self._error: Optional[BaseException] = None
+        threading.Thread(target=self._run, name='checkpoint-sha256', daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._value = file_sha256(self._path)
+        except BaseException as exc:  # re-raised by result() in the caller's thread
+            self._error = exc
+        finally:
+            self._done.set()
+
+    @property
+    def done(self) -> bool:
+        """True once the hash (or its failure) is known."""
+        return self._done.is_set()
+
+    def result(self, timeout: Optional[float] = None) -> str:
+        """Return the hex digest, waiting for it up to ``timeout`` seconds (None: no limit).
+
+        :raises TimeoutError: when it is not ready in time.
+        :raises OSError: when the file could not be read.
+        """
+        if not self._done.wait(timeout):
+            raise TimeoutError(f'the SHA-256 of {self._path} is not ready yet')
+        if self._error is not None:
+            raise self._error
+        return self._value

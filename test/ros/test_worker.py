@@ -1,5 +1,6 @@
 """The inference worker without ROS: real tiny session and voxel map, work done once."""
 
+import threading
 import time
 
 from node_harness import smooth_frame
@@ -82,9 +83,9 @@ def test_each_result_is_prepared_once(model, monkeypatch, provisional, per_step)
     calls = []
     original = ReconstructionWorker._geometry
 
-    def counting(self, result):
+    def counting(self, result, *args):
         calls.append((result.index, result.provisional))
-        return original(self, result)
+        return original(self, result, *args)
 
     monkeypatch.setattr(ReconstructionWorker, '_geometry', counting)
     worker, outputs = _run(model, provisional=provisional, n=4)
@@ -169,3 +170,145 @@ def test_a_successful_segment_fit_starts_an_aligned_segment(model):
     assert worker.segment == 1 and not worker.segment_to_world.is_identity()
     assert [o.segment for o in outputs][-1] == 1
     assert [o.frame.stamp for o in outputs] == sorted({o.frame.stamp for o in outputs})
+
+
+def test_each_output_carries_the_arrival_time_of_its_own_frame(model):
+    outputs = []
+    worker = _worker(model, outputs.append)
+    start = time.monotonic()
+    for i in range(4):
+        worker.process(Frame(camera=0, stamp=1.0 + i, rgb=smooth_frame(i),
+                             received=start - 1000.0 + 100.0 * i))
+    # Refined output k comes out of step k + 1; its latency is measured from frame k.
+    assert [o.index for o in outputs] == [0, 1, 2]
+    assert [o.received for o in outputs] == [start - 1000.0 + 100.0 * k for k in range(3)]
+    assert [o.frame.received for o in outputs] == [o.received for o in outputs]
+    for k, latency in enumerate(worker.latencies):
+        assert 1000.0 - 100.0 * k < latency < 1000.0 - 100.0 * k + 60.0
+
+
+class _StandInSession:
+    """Returns fixed pointmaps after ``delay`` seconds; records when each step ran."""
+
+    def __init__(self, delay=0.0, started=None):
+        rng = np.random.default_rng(0)
+        self.pts3d = rng.normal(size=(8, 8, 3)).astype(np.float32) + (0, 0, 3)
+        self.conf = np.full((8, 8), 2.0, np.float32)
+        self.rgb = np.zeros((8, 8, 3), np.uint8)
+        self.delay, self.started, self.steps, self.finished = delay, started, [], []
+        self.count = 0
+
+    def reset(self):
+        self.count = 0
+
+    def _result(self, index, stamp):
+        from spann3r_model.results import FrameResult
+        return FrameResult(index=index, stamp=stamp, pts3d=self.pts3d, conf=self.conf,
+                           rgb=self.rgb, crop=None)
+
+    def step(self, rgb, stamp):
+        from spann3r_model.results import MemoryStats, StepOutput
+        self.steps.append(time.monotonic())
+        if self.started is not None:
+            self.started.set()
+        time.sleep(self.delay)
+        refined = self._result(self.count - 1, stamp - 1.0) if self.count else None
+        self.count += 1
+        self.finished.append(time.monotonic())
+        return StepOutput(refined=refined, provisional=None, memory=MemoryStats())
+
+
+def _stand_in_worker(session, publish, **kwargs):
+    return ReconstructionWorker(session, VoxelMap(0.01, 10**5), NodeConfig(min_confidence=1.0),
+                                publish, **kwargs)
+
+
+def _wait(condition, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, 'timed out'
+        time.sleep(0.005)
+
+
+def test_a_slow_output_stage_neither_delays_the_model_nor_reorders_outputs():
+    session = _StandInSession(delay=0.002)
+    published = []
+
+    def slow_publish(out):
+        time.sleep(0.05)
+        published.append(out.index)
+
+    worker = _stand_in_worker(session, slow_publish)
+    worker.start()
+    try:
+        for i in range(30):
+            worker.queue.put(Frame(camera=0, stamp=1.0 + i, rgb=None, received=time.monotonic()))
+            time.sleep(0.01)
+        _wait(lambda: worker.processed == 30)
+    finally:
+        assert worker.stop()
+    # Every frame reached the model at its own pace (publishing 29 results takes 1.5 s).
+    assert len(session.steps) == 30 and session.steps[-1] - session.steps[0] < 0.9
+    assert worker.queue.dropped == 0
+    assert worker.dropped_results > 0
+    assert len(published) + worker.dropped_results == 29
+    assert published == sorted(published) and len(set(published)) == len(published)
+    assert published[-1] == 28  # the newest result is never the one dropped
+    assert worker.published == len(published) and len(worker.trajectory) == 0
+
+
+def test_stop_waits_for_the_step_in_progress_and_publishing_ends_with_it():
+    started = threading.Event()
+    session = _StandInSession(delay=0.4, started=started)
+    published = []
+    worker = _stand_in_worker(session, published.append)
+    worker.start()
+    for i in range(2):
+        worker.queue.put(Frame(camera=0, stamp=1.0 + i, rgb=None))
+        _wait(lambda: len(session.steps) == i + 1)
+    assert worker.stop(timeout=5.0) is True
+    stopped_at = time.monotonic()
+    assert session.finished and session.finished[-1] <= stopped_at
+    assert not worker.alive and not any(t.is_alive() for t in threading.enumerate()
+                                        if t.name.startswith('spann3r-'))
+    count = len(published)
+    time.sleep(0.1)
+    assert len(published) == count
+
+
+def test_stop_reports_a_step_that_outlasts_the_timeout(caplog):
+    started = threading.Event()
+    session = _StandInSession(delay=1.0, started=started)
+    worker = _stand_in_worker(session, lambda out: None)
+    worker.start()
+    worker.queue.put(Frame(camera=0, stamp=1.0, rgb=None))
+    started.wait(5)
+    assert worker.stop(timeout=0.1) is False
+    assert 'still run' in caplog.text
+    _wait(lambda: not worker.alive)
+
+
+def test_serial_mode_publishes_the_same_outputs_as_the_pipeline(model):
+    results = {}
+    for pipelined in (False, True):
+        outputs = []
+        worker = ReconstructionWorker(_session(model, False), VoxelMap(0.001, 10**6),
+                                      NodeConfig(min_confidence=1.0), outputs.append,
+                                      pipelined=pipelined)
+        worker.start()
+        try:
+            for i in range(4):
+                worker.queue.put(_frame(i))
+                _wait(lambda: worker.processed == i + 1, 30)
+        finally:
+            assert worker.stop()
+        results[pipelined] = (outputs, worker.map_arrays(), worker.trajectory_copy())
+    serial, serial_map, serial_path = results[False]
+    piped, piped_map, piped_path = results[True]
+    assert [o.index for o in serial] == [o.index for o in piped] == [0, 1, 2]
+    for a, b in zip(serial, piped):
+        np.testing.assert_array_equal(a.points_map, b.points_map)
+        np.testing.assert_array_equal(a.T_map_cam, b.T_map_cam)
+    for a, b in zip(serial_map, piped_map):
+        np.testing.assert_array_equal(a, b)
+    assert len(serial_path) == len(piped_path) == 3
