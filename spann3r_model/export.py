@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
+import shutil
 import tempfile
 from typing import Any, Iterator, Optional, Sequence, Union
 
@@ -88,6 +89,53 @@ _PLY_TYPES = {
 }
 
 
+def _ply_dtype(rgb: bool, conf: bool) -> np.dtype:
+    fields = [('x', '<f4'), ('y', '<f4'), ('z', '<f4')]
+    if rgb:
+        fields += [('red', 'u1'), ('green', 'u1'), ('blue', 'u1')]
+    if conf:
+        fields += [('confidence', '<f4')]
+    return np.dtype(fields)
+
+
+def _ply_vertices(xyz: np.ndarray, rgb: Optional[np.ndarray], conf: Optional[np.ndarray]
+                  ) -> np.ndarray:
+    """Validate one set of points and pack it into PLY vertex records.
+
+    :return: ``[N]`` structured array whose fields are the PLY properties, in order.
+    :raises ValueError: on shape or dtype mismatches or non-finite positions.
+    """
+    xyz = np.asarray(xyz)
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise ValueError(f'xyz must be [N, 3], got {xyz.shape}')
+    if not np.isfinite(xyz).all():
+        raise ValueError('xyz contains NaN or infinite values')
+    n = xyz.shape[0]
+    if rgb is not None:
+        rgb = np.asarray(rgb)
+        if rgb.shape != (n, 3) or rgb.dtype != np.uint8:
+            raise ValueError(f'rgb must be [{n}, 3] uint8, got {rgb.dtype} {rgb.shape}')
+    if conf is not None:
+        conf = np.asarray(conf)
+        if conf.shape != (n,):
+            raise ValueError(f'conf must be [{n}], got {conf.shape}')
+    vertices = np.empty(n, dtype=_ply_dtype(rgb is not None, conf is not None))
+    vertices['x'], vertices['y'], vertices['z'] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    if rgb is not None:
+        vertices['red'], vertices['green'], vertices['blue'] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    if conf is not None:
+        vertices['confidence'] = conf
+    return vertices
+
+
+def _ply_header(n: int, dtype: np.dtype) -> bytes:
+    names = {'<f4': 'float', '|u1': 'uchar'}
+    header = ['ply', 'format binary_little_endian 1.0', f'element vertex {n}']
+    header += [f'property {names[dtype[name].str]} {name}' for name in dtype.names]
+    header += ['end_header']
+    return ('\n'.join(header) + '\n').encode('ascii')
+
+
 def write_ply(path: PathLike, xyz: np.ndarray, rgb: Optional[np.ndarray] = None,
               conf: Optional[np.ndarray] = None) -> None:
     """Write a binary little-endian PLY point cloud atomically.
@@ -98,34 +146,74 @@ def write_ply(path: PathLike, xyz: np.ndarray, rgb: Optional[np.ndarray] = None,
     :param conf: optional ``[N]`` confidences (stored as float32, property ``confidence``).
     :raises ValueError: on shape or dtype mismatches or non-finite positions.
     """
-    xyz = np.asarray(xyz)
-    if xyz.ndim != 2 or xyz.shape[1] != 3:
-        raise ValueError(f'xyz must be [N, 3], got {xyz.shape}')
-    if not np.isfinite(xyz).all():
-        raise ValueError('xyz contains NaN or infinite values')
-    n = xyz.shape[0]
-    fields = [('x', '<f4'), ('y', '<f4'), ('z', '<f4')]
-    if rgb is not None:
-        rgb = np.asarray(rgb)
-        if rgb.shape != (n, 3) or rgb.dtype != np.uint8:
-            raise ValueError(f'rgb must be [{n}, 3] uint8, got {rgb.dtype} {rgb.shape}')
-        fields += [('red', 'u1'), ('green', 'u1'), ('blue', 'u1')]
-    if conf is not None:
-        conf = np.asarray(conf)
-        if conf.shape != (n,):
-            raise ValueError(f'conf must be [{n}], got {conf.shape}')
-        fields += [('confidence', '<f4')]
-    vertices = np.empty(n, dtype=fields)
-    vertices['x'], vertices['y'], vertices['z'] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    if rgb is not None:
-        vertices['red'], vertices['green'], vertices['blue'] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-    if conf is not None:
-        vertices['confidence'] = conf
-    names = {'<f4': 'float', 'u1': 'uchar'}
-    header = ['ply', 'format binary_little_endian 1.0', f'element vertex {n}']
-    header += [f'property {names[kind]} {name}' for name, kind in fields]
-    header += ['end_header']
-    atomic_write_bytes(path, ('\n'.join(header) + '\n').encode('ascii') + vertices.tobytes())
+    vertices = _ply_vertices(xyz, rgb, conf)
+    atomic_write_bytes(path, _ply_header(len(vertices), vertices.dtype) + vertices.tobytes())
+
+
+class PlyStream:
+    """Write a PLY point cloud part by part, holding none of the parts in memory.
+
+    The vertex records go to an anonymous temporary file next to ``path`` as they come; the
+    header, which must state the total count, is written in :meth:`close`, when the file is
+    assembled and renamed over ``path`` (atomically, as :func:`write_ply`). The result is byte
+    for byte what :func:`write_ply` writes for the concatenated parts. Used as a context
+    manager, the stream is closed on success and discarded on an exception.
+
+    :param path: output file; its directory must exist.
+    :param rgb: every part carries ``[N, 3]`` uint8 colours.
+    :param conf: every part carries ``[N]`` confidences.
+    """
+
+    def __init__(self, path: PathLike, *, rgb: bool = False, conf: bool = False) -> None:
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise ValueError(f'directory of {self.path} does not exist')
+        self._rgb, self._conf = rgb, conf
+        self._dtype = _ply_dtype(rgb, conf)
+        self._body = tempfile.TemporaryFile(dir=self.path.parent)
+        self.count = 0
+
+    def append(self, xyz: np.ndarray, rgb: Optional[np.ndarray] = None,
+               conf: Optional[np.ndarray] = None) -> None:
+        """Add points (the same checks as :func:`write_ply`).
+
+        :param xyz: ``[N, 3]`` positions.
+        :param rgb: ``[N, 3]`` uint8 colours, exactly when the stream was opened with ``rgb``.
+        :param conf: ``[N]`` confidences, exactly when the stream was opened with ``conf``.
+        :raises ValueError: on bad input, or after :meth:`close`.
+        """
+        if self._body.closed:
+            raise ValueError(f'PLY stream {self.path} is closed')
+        if (rgb is not None) != self._rgb or (conf is not None) != self._conf:
+            raise ValueError(f'PLY stream {self.path} takes rgb={self._rgb}, conf={self._conf}')
+        vertices = _ply_vertices(xyz, rgb, conf)
+        self._body.write(vertices.tobytes())
+        self.count += len(vertices)
+
+    def close(self) -> None:
+        """Write the file: header, then the records in the order they were appended."""
+        if self._body.closed:
+            return
+        try:
+            self._body.seek(0)
+            with atomic_output(self.path) as tmp, open(tmp, 'wb') as handle:
+                handle.write(_ply_header(self.count, self._dtype))
+                shutil.copyfileobj(self._body, handle, 1 << 20)
+        finally:
+            self._body.close()
+
+    def discard(self) -> None:
+        """Drop what was appended; ``path`` is left as it was."""
+        self._body.close()
+
+    def __enter__(self) -> 'PlyStream':
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
 
 
 def read_ply(path: PathLike) -> dict[str, np.ndarray]:

@@ -9,19 +9,22 @@ Outputs (written into ``<out>.partial`` and renamed when complete)::
     transforms.json           Nerfstudio cameras (OpenGL convention), as the official demo
     reconstruction.json       inputs, frame order, settings
 
+Frames in input order stream through: each is decoded, stepped and dropped, and each result is
+written as soon as it exists, so a long video needs no more memory than a short one.
 ``--unordered`` is the official offline mode for unordered photo sets: the most confident pair
 starts the reconstruction, then the remaining view that the current memory explains with the
-highest confidence is added, one at a time.
+highest confidence is added, one at a time. It decodes and holds every frame first.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 from pathlib import Path
 import shutil
 import sys
-from typing import Any, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import cv2
 import numpy as np
@@ -34,6 +37,9 @@ from .progress import Progress
 from .scannet import atomic_write
 
 LOG = logging.getLogger(__name__)
+
+#: One decoded input frame: ``(stamp seconds, rgb [H, W, 3] uint8, name)``.
+_Input = tuple[float, np.ndarray, str]
 
 
 def confidence_score(conf: np.ndarray) -> float:
@@ -101,37 +107,65 @@ def unordered_order(session: Any, images: list[np.ndarray], progress: bool = Fal
     return order
 
 
-def _finish(out: Path, results: list[FrameResult], conf_thresh: float, info: dict) -> None:
-    xyz, rgb, conf = [], [], []
-    for r in results:
-        keep = np.isfinite(r.pts3d).all(axis=-1) & ((r.conf - 1.0) / r.conf > conf_thresh)
-        xyz.append(r.pts3d[keep])
-        rgb.append(r.rgb[keep])
-        conf.append(r.conf[keep])
+class _Outputs:
+    """Writes each result as it comes and keeps only what the last files need (poses)."""
+
+    def __init__(self, out: Path, conf_thresh: float) -> None:
+        from spann3r_model.export import PlyStream
+        self.out, self.conf_thresh = out, conf_thresh
+        self.ply = PlyStream(out / 'points.ply', rgb=True, conf=True)
+        # (index, stamp, T_world_cam, focal, width) of the frames with a pose.
+        self.posed: list[tuple[int, float, np.ndarray, Optional[float], int]] = []
+
+    def add(self, r: FrameResult, source: int) -> None:
+        write_frame(self.out, r, source)
+        keep = np.isfinite(r.pts3d).all(axis=-1) & ((r.conf - 1.0) / r.conf > self.conf_thresh)
+        self.ply.append(r.pts3d[keep], r.rgb[keep], r.conf[keep].astype(np.float32))
         ok, png = cv2.imencode('.png', np.ascontiguousarray(r.rgb[..., ::-1]))
-        atomic_write(out / 'imgs' / f'img_{r.index:04d}.png', png.tobytes())
-    from spann3r_model.export import write_ply, write_transforms_json, write_tum
-    write_ply(out / 'points.ply', np.concatenate(xyz), np.concatenate(rgb),
-              np.concatenate(conf).astype(np.float32))
-    posed = [r for r in results if r.T_world_cam is not None]
-    info['frames_with_pose'] = len(posed)
-    if posed:
-        poses = np.stack([r.T_world_cam for r in posed])
-        write_tum(out / 'trajectory.tum', [r.stamp for r in posed], poses)
-        focal = next((r.focal for r in posed if r.focal), None)
-        if focal:
-            size = posed[0].rgb.shape[1]
-            write_transforms_json(out / 'transforms.json', width=size, height=size,
-                                  focal=float(focal), T_world_cams=poses,
-                                  file_paths=[f'imgs/img_{r.index:04d}.png' for r in posed],
-                                  ply_file_path='points.ply')
-    write_info(out, info)
+        atomic_write(self.out / 'imgs' / f'img_{r.index:04d}.png', png.tobytes())
+        if r.T_world_cam is not None:
+            self.posed.append((r.index, r.stamp, r.T_world_cam, r.focal, r.rgb.shape[1]))
+
+    def finish(self, info: dict) -> None:
+        from spann3r_model.export import write_transforms_json, write_tum
+        self.ply.close()
+        info['frames_with_pose'] = len(self.posed)
+        if self.posed:
+            poses = np.stack([p[2] for p in self.posed])
+            write_tum(self.out / 'trajectory.tum', [p[1] for p in self.posed], poses)
+            focal = next((p[3] for p in self.posed if p[3]), None)
+            if focal:
+                size = self.posed[0][4]
+                files = [f'imgs/img_{p[0]:04d}.png' for p in self.posed]
+                write_transforms_json(self.out / 'transforms.json', width=size, height=size,
+                                      focal=float(focal), T_world_cams=poses, file_paths=files,
+                                      ply_file_path='points.ply')
+        write_info(self.out, info)
+
+
+def _select(frames: Iterable[_Input], every: int, max_frames: int) -> Iterator[_Input]:
+    # islice keeps no reference to what it yielded (a generator's loop variable would keep the
+    # previous frame alive while the next one decodes) and reads nothing past the last frame.
+    stop = (max_frames - 1) * every + 1 if max_frames else None
+    return itertools.islice(frames, 0, stop, every)
+
+
+def _drain(head: list[_Input], rest: Iterator[_Input]) -> Iterator[_Input]:
+    # Pops rather than iterates, so that the list does not keep the frames alive.
+    while head:
+        yield head.pop(0)
+    yield from rest
 
 
 def reconstruct(session: Any, source: Path, out: Path, every: int = 1, max_frames: int = 0,
                 unordered: bool = False, conf_thresh: float = 1e-3,
                 image_topic: Optional[str] = None, progress: bool = True) -> dict:
     """Reconstruct ``source`` into ``out``; see the module docstring for the files.
+
+    In input order the frames stream: each is decoded, stepped and dropped, and each result is
+    written out as soon as it exists, so memory does not grow with the input's length (beyond
+    the poses kept for the trajectory). ``unordered`` decodes and holds every frame, because
+    the ordering steps every pair. A failure part way leaves ``<out>.partial`` behind.
 
     :return: the ``reconstruction.json`` content.
     :raises ValueError: for bad input, fewer than 2 frames, or an existing ``out``.
@@ -140,42 +174,47 @@ def reconstruct(session: Any, source: Path, out: Path, every: int = 1, max_frame
     if out.exists():
         raise ValueError(f'{out} already exists')
     kind = describe(source)
-    frames = []
-    for i, (stamp, rgb, name) in enumerate(iter_frames(source, image_topic)):
-        if i % every:
-            continue
-        frames.append((stamp, rgb, name))
-        if max_frames and len(frames) >= max_frames:
-            break
-    if len(frames) < 2:
-        raise ValueError(f'{source} yields {len(frames)} frame(s); at least 2 are needed')
+    selected = _select(iter_frames(source, image_topic), every, max_frames)
+    held = list(selected) if unordered else list(itertools.islice(selected, 2))
+    if len(held) < 2:
+        raise ValueError(f'{source} yields {len(held)} frame(s); at least 2 are needed')
     partial = out.with_name(out.name + '.partial')
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
-    order = list(range(len(frames)))
+    order: list[int] = []
     if unordered:
-        order = unordered_order(session, [f[1] for f in frames], progress)
+        order = unordered_order(session, [f[1] for f in held], progress)
+        frames = _drain([held[k] for k in order], iter(()))
+    else:
+        frames = _drain(held, selected)
+    del held
     session.reset()
-    results: list[FrameResult] = []
-    bar = Progress('reconstruct', len(order)) if progress else None
-    for k in order:
-        stamp, rgb, _ = frames[k]
-        step = session.step(rgb, stamp)
-        if step.refined is not None:
-            results.append(step.refined)
-            write_frame(partial, step.refined, order[step.refined.index])
+    names: list[str] = []
+    outputs = _Outputs(partial, conf_thresh)
+    total = len(order) if unordered else max_frames or None  # a stream's length is unknown
+    bar = Progress('reconstruct', total) if progress else None
+    with outputs.ply:
+        # No enumerate(): it keeps the item it yielded last, the previous frame, alive.
+        for stamp, rgb, name in frames:
+            if not unordered:
+                order.append(len(names))
+            names.append(name)
+            step = session.step(rgb, stamp)
+            del rgb  # not alive while the next frame decodes
+            if step.refined is not None:
+                outputs.add(step.refined, order[step.refined.index])
+            if bar:
+                bar.update()
+        last = session.flush()
+        outputs.add(last, order[last.index])
         if bar:
-            bar.update()
-    last = session.flush()
-    results.append(last)
-    write_frame(partial, last, order[last.index])
-    if bar:
-        bar.close()
-    info = {'input': str(Path(source).resolve()), 'input_kind': kind, 'n_frames': len(order),
-            'order': order, 'names': [frames[k][2] for k in order], 'unordered': unordered,
-            'every': every, 'conf_thresh': conf_thresh, 'crop_centre': 'image'}
-    _finish(partial, results, conf_thresh, info)
+            bar.close()
+        info = {'input': str(Path(source).resolve()), 'input_kind': kind,
+                'n_frames': len(order), 'order': order, 'names': names,
+                'unordered': unordered, 'every': every, 'conf_thresh': conf_thresh,
+                'crop_centre': 'image'}
+        outputs.finish(info)
     partial.rename(out)
     return info
 
@@ -197,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--conf-thresh', type=float, default=1e-3,
                    help='keep points with (c - 1) / c above this in points.ply')
     p.add_argument('--unordered', action='store_true',
-                   help='official offline mode for unordered photo sets (O(N^2) model steps)')
+                   help='official offline mode for unordered photo sets (O(N^2) model steps); '
+                   'holds every decoded frame in memory, unlike the default streaming mode')
     p.add_argument('--no-pose', action='store_true', help='skip focal / PnP pose estimation')
     p.add_argument('--quiet', action='store_true')
     return p

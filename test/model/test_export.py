@@ -12,6 +12,7 @@ from spann3r_model.export import (
     atomic_output,
     atomic_write_bytes,
     atomic_write_text,
+    PlyStream,
     read_ply,
     read_tum,
     write_ply,
@@ -75,6 +76,42 @@ def test_ply_rejects_bad_input(tmp_path: Path) -> None:
     (tmp_path / 'cut.ply').write_bytes(data[:-5])
     with pytest.raises(ValueError, match='truncated'):
         read_ply(tmp_path / 'cut.ply')
+
+
+def test_ply_stream_writes_what_write_ply_writes_for_the_concatenation(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    parts = [(rng.normal(size=(n, 3)), rng.integers(0, 256, (n, 3), dtype=np.uint8),
+              rng.uniform(1, 5, n).astype(np.float32)) for n in (7, 0, 300)]
+    write_ply(tmp_path / 'whole.ply', *(np.concatenate(c) for c in zip(*parts)))
+    with PlyStream(tmp_path / 'streamed.ply', rgb=True, conf=True) as stream:
+        for xyz, rgb, conf in parts:
+            stream.append(xyz, rgb, conf)
+        assert not (tmp_path / 'streamed.ply').exists()
+    assert stream.count == 307
+    assert (tmp_path / 'streamed.ply').read_bytes() == (tmp_path / 'whole.ply').read_bytes()
+    with pytest.raises(ValueError, match='closed'):
+        stream.append(np.zeros((1, 3)), np.zeros((1, 3), np.uint8), np.ones(1))
+    with PlyStream(tmp_path / 'empty.ply') as stream:
+        pass
+    assert read_ply(tmp_path / 'empty.ply')['xyz'].shape == (0, 3)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ['empty.ply', 'streamed.ply',
+                                                          'whole.ply']
+
+
+def test_ply_stream_rejects_bad_parts_and_discards_on_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match='does not exist'):
+        PlyStream(tmp_path / 'missing' / 'a.ply')
+    stream = PlyStream(tmp_path / 'a.ply', rgb=True)
+    with pytest.raises(ValueError, match='rgb=True'):
+        stream.append(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match='NaN'):
+        stream.append(np.full((1, 3), np.nan), np.zeros((1, 3), np.uint8))
+    stream.discard()
+    with pytest.raises(RuntimeError, match='stop'):
+        with PlyStream(tmp_path / 'b.ply') as stream:
+            stream.append(np.ones((4, 3)))
+            raise RuntimeError('stop')
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_tum_round_trip(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """spann3r-eval and spann3r-reconstruct end to end on small synthetic data."""
 
 import json
+import weakref
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -12,11 +14,12 @@ from spann3r_model.export import read_ply
 from spann3r_model.results import FrameResult
 from spann3r_model.session import StreamingSession
 from spann3r_model.spann3r import Spann3R
+from spann3r_ros import reconstruct as reconstruct_module
 from spann3r_ros import replay
 from spann3r_ros.gt_views import load_views, to_first_camera
 from spann3r_ros.predictions import load_predictions, write_frame, write_info
 from spann3r_ros.reconstruct import main as reconstruct_main
-from spann3r_ros.reconstruct import unordered_order
+from spann3r_ros.reconstruct import reconstruct, unordered_order
 from spann3r_ros.scannet import ScanNetScene
 from spann3r_ros.synthetic_cli import main as synth_main
 
@@ -113,3 +116,91 @@ def test_unordered_picks_the_most_confident_chain(tiny_checkpoint):
     assert tuple(order[:2]) == max(scores, key=scores.get)
 
 
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob('*')) if p.is_file()}
+
+
+def test_streamed_reconstruction_writes_what_the_whole_sequence_in_memory_gives(
+        tiny_frames, tiny_checkpoint, tmp_path):
+    # The expected files come from every frame decoded first and every result held, then written
+    # with the export writers: what spann3r-reconstruct did before it streamed.
+    from spann3r_model.export import write_ply, write_transforms_json, write_tum
+    from spann3r_ros.frame_sources import iter_frames
+    from spann3r_ros.scannet import atomic_write
+    scene = tmp_path / 'images'
+    scene.mkdir()
+    for f in tiny_frames:
+        cv2.imwrite(str(scene / f'{f.index:03d}.png'), np.ascontiguousarray(f.rgb[..., ::-1]))
+    session = StreamingSession.from_checkpoint(
+        str(tiny_checkpoint), engine_config=EngineConfig(device='cpu', image_size=64))
+    frames = list(iter_frames(scene))
+    results = [r for stamp, rgb, _ in frames if (r := session.step(rgb, stamp).refined)]
+    results.append(session.flush())
+    expected = tmp_path / 'expected'
+    for r in results:
+        write_frame(expected, r, r.index)
+        png = cv2.imencode('.png', np.ascontiguousarray(r.rgb[..., ::-1]))[1]
+        atomic_write(expected / 'imgs' / f'img_{r.index:04d}.png', png.tobytes())
+    keep = [np.isfinite(r.pts3d).all(-1) & ((r.conf - 1) / r.conf > 1e-3) for r in results]
+    write_ply(expected / 'points.ply', np.concatenate([r.pts3d[k] for r, k in zip(results, keep)]),
+              np.concatenate([r.rgb[k] for r, k in zip(results, keep)]),
+              np.concatenate([r.conf[k] for r, k in zip(results, keep)]))
+    poses = np.stack([r.T_world_cam for r in results])
+    write_tum(expected / 'trajectory.tum', [r.stamp for r in results], poses)
+    write_transforms_json(expected / 'transforms.json', width=64, height=64,
+                          focal=results[0].focal, T_world_cams=poses,
+                          file_paths=[f'imgs/img_{i:04d}.png' for i in range(len(results))],
+                          ply_file_path='points.ply')
+
+    session.reset()
+    info = reconstruct(session, scene, tmp_path / 'rec', progress=False)
+    got = _files(tmp_path / 'rec')
+    assert json.loads(got.pop('reconstruction.json')) == info
+    assert info['order'] == [0, 1, 2, 3, 4] and info['frames_with_pose'] == 5
+    assert info['names'] == [name for _, _, name in frames]
+    assert got.keys() == _files(expected).keys()
+    assert got == _files(expected)
+
+
+def test_ordered_reconstruction_holds_one_decoded_frame_at_a_time(tiny_checkpoint, tmp_path,
+                                                                  monkeypatch):
+    alive = {'frames': 0, 'results': 0}
+    seen = []
+
+    def track(obj, kind):
+        alive[kind] += 1
+        weakref.finalize(obj, lambda: alive.__setitem__(kind, alive[kind] - 1))
+        return obj
+
+    def frames(path, topic=None):
+        rng = np.random.default_rng(0)
+        for i in range(12):
+            seen.append(dict(alive))  # what is still alive when the next frame is decoded
+            yield float(i), track(rng.integers(0, 256, (48, 64, 3), np.uint8), 'frames'), f'f{i}'
+
+    session = StreamingSession.from_checkpoint(
+        str(tiny_checkpoint), engine_config=EngineConfig(device='cpu', image_size=32),
+        estimate_pose=False)
+    step = session.step
+
+    def tracked_step(rgb, stamp):
+        out = step(rgb, stamp)
+        if out.refined is not None:
+            track(out.refined, 'results')
+        return out
+
+    monkeypatch.setattr(session, 'step', tracked_step)
+    monkeypatch.setattr(reconstruct_module, 'iter_frames', frames)
+    (tmp_path / 'in').mkdir()
+    cv2.imwrite(str(tmp_path / 'in' / 'a.png'), np.zeros((8, 8, 3), np.uint8))
+    info = reconstruct(session, tmp_path / 'in', tmp_path / 'rec', progress=False)
+    assert info['n_frames'] == 12 and len(seen) == 12
+    # Frames 0 and 1 are read ahead to check that there are two; from frame 2 on nothing decoded
+    # earlier, and at most the result of the step before, is alive when a frame is decoded.
+    assert seen[1]['frames'] == 1
+    assert max(s['frames'] for s in seen[2:]) == 0
+    assert max(s['results'] for s in seen) <= 1
+    assert len(load_predictions(tmp_path / 'rec').pts3d) == 12
