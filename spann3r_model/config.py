@@ -155,9 +155,11 @@ class EngineConfig:
     """How the model is run.
 
     :param device: ``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda[:N]``.
-    :param precision: ``fp32``; ``fp16``/``bf16`` autocast on CUDA; ``int8`` on CPU: dynamic
-        int8 quantisation of the linear layers, and the heads' 3x3 convolutions in bfloat16
-        where the processor has native bfloat16 (see :mod:`spann3r_model.quantize`).
+    :param precision: ``fp32``; ``fp16`` autocast on CUDA; ``bf16`` autocast on CUDA or the
+        CPU (fast on a CPU only where the processor has native bfloat16); ``int8`` on CPU:
+        dynamic int8 quantisation of the linear layers, and the heads' 3x3 convolutions in
+        bfloat16 where the processor has native bfloat16 (see :mod:`spann3r_model.quantize`).
+        The heads run in float32 and results are float32 in every mode.
     :param image_size: square model resolution in pixels (multiple of the patch size).
     :param num_threads: CPU threads for torch (0 keeps torch's default). torch's thread count
         is process-wide, so a session created with a non-zero value sets it for the process.

@@ -88,7 +88,7 @@ class StreamingSession:
             raise ValueError(f'model must be a Spann3R, got {type(model).__name__}')
         self._device = resolve_device(engine_config)
         precision = engine_config.precision
-        if precision in ('fp16', 'bf16') and self._device.type != 'cuda':
+        if precision == 'fp16' and self._device.type != 'cuda':
             raise ValueError(f'precision {precision} needs a CUDA device, got {self._device}')
         if precision == 'int8' and self._device.type != 'cpu':
             raise ValueError(f'precision int8 runs on the CPU only, got {self._device}')
@@ -172,7 +172,7 @@ class StreamingSession:
     def _autocast(self) -> ContextManager:
         if self._autocast_dtype is None:
             return nullcontext()
-        return torch.autocast('cuda', dtype=self._autocast_dtype)
+        return torch.autocast(self._device.type, dtype=self._autocast_dtype)
 
     # ------------------------------------------------------------------ streaming
     def step(self, rgb_uint8_hwc: np.ndarray, stamp: float) -> StepOutput:
@@ -274,19 +274,25 @@ class StreamingSession:
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Tensors needed to continue this reconstruction after a restart (CPU copies)."""
+        """Tensors needed to continue this reconstruction after a restart (CPU copies).
+
+        The frame tensors keep the dtype they were computed in (bfloat16 or float16 in parts of
+        an autocast session), so that a session continued from them computes exactly what the
+        uninterrupted one does: a float32 copy of a bfloat16 query, say, would reach the
+        readout and the heads unrounded. The memory is float32 in every mode.
+        """
         out: dict[str, torch.Tensor] = {}
         if self._memory is not None:
             out.update({f'memory.{k}': v for k, v in self._memory.state_dict().items()})
         if self._prev is not None:
-            out['prev.feat'] = self._prev.feat.detach().float().cpu().clone()
+            out['prev.feat'] = self._prev.feat.detach().cpu().clone()
             out['prev.pos'] = self._prev.pos.cpu().clone()
             out['prev.rgb'] = torch.from_numpy(self._prev.rgb.copy())
             if self._prev.query is not None:
-                out['prev.query'] = self._prev.query.detach().float().cpu().clone()
+                out['prev.query'] = self._prev.query.detach().cpu().clone()
         if self._pending is not None:
             for i, t in enumerate(self._pending):
-                out[f'pending.{i}'] = t.detach().float().cpu().clone()
+                out[f'pending.{i}'] = t.detach().cpu().clone()
         return out
 
     def metadata(self) -> dict[str, Any]:
@@ -304,6 +310,12 @@ class StreamingSession:
             'memory_config': self.memory_config.to_dict(),
             'image_size': self.engine_config.image_size,
         }
+
+    def _restored(self, t: torch.Tensor) -> torch.Tensor:
+        # Without autocast the layers take float32 only: a state saved by a bf16 or fp16
+        # session is widened; with autocast the saved dtypes are kept as they were.
+        t = t.to(self._device)
+        return t.float() if self._autocast_dtype is None and t.is_floating_point() else t
 
     def load_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
         """Continue a reconstruction saved with :meth:`state_dict` and :meth:`metadata`.
@@ -337,10 +349,10 @@ class StreamingSession:
             query = tensors.get('prev.query')
             prev = _Frame(int(prev_meta['index']), float(prev_meta['stamp']),
                           tensors['prev.rgb'].numpy().copy(), crop,
-                          tensors['prev.feat'].to(dev), tensors['prev.pos'].to(dev),
-                          None if query is None else query.to(dev))
+                          self._restored(tensors['prev.feat']), tensors['prev.pos'].to(dev),
+                          None if query is None else self._restored(query))
         pending_keys = sorted(k for k in tensors if k.startswith('pending.'))
-        pending = [tensors[k].to(dev) for k in pending_keys] or None
+        pending = [self._restored(tensors[k]) for k in pending_keys] or None
         self.reset()
         self._memory, self._prev, self._pending = memory, prev, pending
         self._frame_count = int(metadata['frame_count'])

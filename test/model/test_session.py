@@ -151,3 +151,38 @@ def test_from_checkpoint_round_trip(parity_model, parity_configs, parity_frames,
         a, b = direct.step(rgb, float(i)), loaded.step(rgb, float(i))
     np.testing.assert_array_equal(a.refined.pts3d, b.refined.pts3d)
     np.testing.assert_array_equal(direct.flush().conf, loaded.flush().conf)
+
+
+def test_bf16_autocast_on_the_cpu_keeps_float32_results_and_state(parity_model, parity_configs,
+                                                                   parity_frames):
+    bf16 = EngineConfig(device='cpu', precision='bf16')
+    ref = _session(parity_model, parity_configs[1])
+    s = StreamingSession(parity_model, parity_configs[1], bf16, estimate_pose=False)
+    for i, rgb in enumerate(parity_frames[:3]):
+        a, b = ref.step(rgb, float(i)).refined, s.step(rgb, float(i)).refined
+    # Autocast really runs (the results differ from float32) and stays close to float32.
+    assert b.pts3d.dtype == np.float32 and b.conf.dtype == np.float32
+    assert not np.array_equal(a.pts3d, b.pts3d)
+    scale = np.abs(a.pts3d).max()
+    assert np.abs(a.pts3d - b.pts3d).max() < 0.05 * scale
+    assert s._prev.feat.dtype == torch.bfloat16
+    assert s.memory.keys.dtype == torch.float32 and torch.isfinite(s.memory.attn).all()
+    # The state keeps the dtypes computed in (the memory is float32), so that continuing from
+    # it gives exactly what the running session gives.
+    tensors, meta = s.state_dict(), s.metadata()
+    assert tensors['prev.query'].dtype == torch.bfloat16
+    assert all(t.dtype in (torch.float32, torch.int64) for k, t in tensors.items()
+               if k.startswith('memory.'))
+    restored = StreamingSession(parity_model, parity_configs[1], bf16, estimate_pose=False)
+    restored.load_state(tensors, meta)
+    for i, rgb in enumerate(parity_frames[3:5], start=3):
+        a, b = s.step(rgb, float(i)).refined, restored.step(rgb, float(i)).refined
+        assert np.array_equal(a.pts3d, b.pts3d) and np.array_equal(a.conf, b.conf)
+    assert np.array_equal(s.flush().pts3d, restored.flush().pts3d)
+    # A float32 session continues a bfloat16 state (widened), and the other way round.
+    fp32 = _session(parity_model, parity_configs[1])
+    fp32.load_state(restored.state_dict(), restored.metadata())
+    assert fp32._prev.feat.dtype == torch.float32 and fp32._pending[0].dtype == torch.float32
+    assert np.isfinite(fp32.step(parity_frames[5], 5.0).refined.pts3d).all()
+    s.load_state(fp32.state_dict(), fp32.metadata())
+    assert np.isfinite(s.step(parity_frames[6], 6.0).refined.pts3d).all()
