@@ -204,13 +204,17 @@ class StreamingSession:
             key = m.key(1, prev.feat, dec1[-1])
             new.query = m.key(2, feat, dec2[-1])
             res1 = m.regress(1, m.hooked(dec1), hw)
-            refined = self._to_result(res1, prev, provisional=False)
             value = m.encode_value(res1['pts3d'])
+            # The similarity check is the step's one host sync (the write decision needs its
+            # value); the device-to-host copies of the results come after every kernel of the
+            # step is queued.
             report = self._memory.write(key, value + key, frame=prev.index)
             hooked2 = m.hooked(dec2)
+            res2 = m.regress(2, hooked2, hw) if self.provisional else None
+            refined = self._to_result(res1, prev, provisional=False)
             provisional = None
-            if self.provisional:
-                provisional = self._to_result(m.regress(2, hooked2, hw), new, provisional=True)
+            if res2 is not None:
+                provisional = self._to_result(res2, new, provisional=True)
         self._pending = hooked2
         self._prev = new
         self._frame_count += 1
