@@ -33,7 +33,8 @@ setup(
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),
         ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
-        ('share/' + PACKAGE + '/config', glob('config/*.yaml') + glob('config/*.rviz')),
+        ('share/' + PACKAGE + '/config', glob('config/*.yaml') + glob('config/*.rviz')
+         + glob('config/*.xml')),
         ('share/' + PACKAGE + '/config/training', glob('config/training/*.yaml')),
     ] + COLCON_BIN,
     install_requires=['setuptools'],

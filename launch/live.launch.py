@@ -3,7 +3,10 @@
 Every value reaches the node with the type it declares (``ParameterValue`` with an explicit
 ``value_type``; the image topic by remapping), so a path or a device name that YAML would read
 as a number or a boolean is still a string. When the node stops with an error, the launch ends
-with exit code 1 and repeats the node's message last; RViz starts only where it can.
+with exit code 1 and repeats the node's message last; RViz starts only where it can. With
+``large_images:=true`` (the default) the node's Fast DDS participant loads
+``config/fastdds_large_images.xml``, a shared-memory segment that holds full-resolution raw
+frames; the camera driver needs the same profile exported (see the README).
 """
 
 import os
@@ -16,9 +19,11 @@ from ament_index_python.packages import (
 from launch.actions import (
     DeclareLaunchArgument,
     EmitEvent,
+    GroupAction,
     LogInfo,
     OpaqueFunction,
     RegisterEventHandler,
+    SetEnvironmentVariable,
 )
 from launch.event_handlers import OnProcessExit, OnProcessIO
 from launch.events import Shutdown
@@ -30,6 +35,10 @@ from launch import LaunchDescription
 
 NODE_NAME = 'spann3r_node'
 TRUE_WORDS = ('true', '1', 'yes', 'on')
+# Fast DDS 2.x (Humble 2.6, Iron 2.10, Jazzy 2.14) reads FASTRTPS_DEFAULT_PROFILES_FILE only;
+# Kilted's 3.x reads FASTDDS_DEFAULT_PROFILES_FILE and warns that the old name is deprecated.
+FASTDDS_2_DISTROS = ('humble', 'iron', 'jazzy')
+PROFILE_VARIABLES = ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE')
 
 
 def _text(name: str) -> ParameterValue:
@@ -51,6 +60,40 @@ def _rviz(context, share: str) -> list:
                             'unset); the node runs without it.')]
     return [Node(package='rviz2', executable='rviz2', name='rviz2', output='screen',
                  arguments=['-d', os.path.join(share, 'config', 'spann3r.rviz')])]
+
+
+def _large_images(context, share: str) -> list:
+    """Set the node's (scoped) environment to the large-image Fast DDS profile when asked for.
+
+    A transport configuration the user exported wins: replacing it could cut the node off from
+    the driver (a ``LARGE_DATA`` participant does not talk to a UDP + shared-memory one).
+
+    :param context: the launch context (``large_images`` is read from it).
+    :param share: the package's share directory.
+    :return: ``SetEnvironmentVariable`` actions for the node's scope, or one ``LogInfo`` saying
+        why the profile is not used.
+    """
+    if LaunchConfiguration('large_images').perform(context).strip().lower() not in TRUE_WORDS:
+        return []
+    rmw = os.environ.get('RMW_IMPLEMENTATION', '') or 'rmw_fastrtps_cpp'
+    if not rmw.startswith('rmw_fastrtps'):
+        return [LogInfo(msg=f'large_images: {rmw} is not Fast DDS, its own configuration '
+                            'applies (see the README for large raw images).')]
+    profile = os.path.join(share, 'config', 'fastdds_large_images.xml')
+    exported = [f'{name}={os.environ[name]}' for name in
+                PROFILE_VARIABLES + ('FASTDDS_BUILTIN_TRANSPORTS',)
+                if os.environ.get(name) and os.environ[name] != profile]
+    if exported:
+        return [LogInfo(msg=f'large_images: keeping the exported {", ".join(exported)} for '
+                            'the node (unset it to use fastdds_large_images.xml).')]
+    distro = os.environ.get('ROS_DISTRO', '')
+    if distro in FASTDDS_2_DISTROS:
+        names = PROFILE_VARIABLES[:1]
+    elif distro:
+        names = PROFILE_VARIABLES[1:]
+    else:
+        names = PROFILE_VARIABLES
+    return [SetEnvironmentVariable(name, profile) for name in names]
 
 
 def _watch(node: Node) -> list:
@@ -93,6 +136,9 @@ def generate_launch_description() -> LaunchDescription:
                               description='Use /clock (true when replaying a bag).'),
         DeclareLaunchArgument('rviz', default_value='true',
                               description='Start RViz where rviz2 and a display exist.'),
+        DeclareLaunchArgument('large_images', default_value='true',
+                              description='Fast DDS profile with a shared-memory segment for '
+                                          'full-resolution raw images (the node only).'),
     ]
     transport = PythonExpression(["'compressed' if '", LaunchConfiguration('compressed'),
                                   "'.strip().lower() in ", repr(TRUE_WORDS), " else 'raw'"])
@@ -109,5 +155,8 @@ def generate_launch_description() -> LaunchDescription:
         }],
         remappings=[('image', image), ('image/compressed', [image, '/compressed'])],
     )
-    return LaunchDescription(args + [node] + _watch(node) + [
+    # Scoped: the profile reaches the node's process only, not RViz or an including launch.
+    scoped_node = GroupAction([OpaqueFunction(function=_large_images, kwargs={'share': share}),
+                               node], scoped=True)
+    return LaunchDescription(args + [scoped_node] + _watch(node) + [
         OpaqueFunction(function=_rviz, kwargs={'share': share})])

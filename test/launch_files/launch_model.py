@@ -2,9 +2,12 @@
 
 The launch packages are not on PyPI, so CI cannot run ``ros2 launch``. This module lets a test
 execute the real launch files against stand-ins for the classes they import and records what a
-launch would do: the nodes with their evaluated parameters and remappings, the processes, the log
-lines and the event handlers. Parameter values are evaluated with launch_ros's rules, which are
-the ones that matter for the node's declared types:
+launch would do: the nodes with their evaluated parameters, remappings and environment, the
+processes, the log lines and the event handlers. The environment starts as the test process's;
+``SetEnvironmentVariable`` changes it for the actions after it, and a scoped ``GroupAction``
+(launch's default) restores it and the launch configurations after its actions, as launch does.
+Parameter values are evaluated with launch_ros's rules, which are the ones that matter for the
+node's declared types:
 
 - a plain ``str`` stays a string; ``int``, ``float`` and ``bool`` stay as they are;
 - a substitution, or a list whose items are all strings or substitutions, is performed into ONE
@@ -23,6 +26,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 import importlib.util
+import os
 from pathlib import Path
 import sys
 import types
@@ -32,10 +36,12 @@ import yaml
 
 
 class Context:
-    """The launch context: launch configurations (arguments) and the shutdown flag."""
+    """The launch context: launch configurations (arguments), environment, shutdown flag."""
 
-    def __init__(self, configurations: dict[str, str]) -> None:
+    def __init__(self, configurations: dict[str, str],
+                 environment: Optional[dict[str, str]] = None) -> None:
         self.launch_configurations = dict(configurations)
+        self.environment = dict(os.environ if environment is None else environment)
         self.is_shutdown = False
 
 
@@ -192,6 +198,7 @@ class Node:
     remappings: list = field(default_factory=list)
     arguments: list = field(default_factory=list)
     condition: Any = None
+    additional_env: Optional[dict] = None
 
 
 @dataclass
@@ -216,6 +223,25 @@ class OpaqueFunction:
     function: Any
     args: list = field(default_factory=list)
     kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class SetEnvironmentVariable:
+    """``launch.actions.SetEnvironmentVariable``: for the actions after it (in its scope)."""
+
+    name: Any
+    value: Any
+    condition: Any = None
+
+
+@dataclass
+class GroupAction:
+    """``launch.actions.GroupAction``; ``scoped`` keeps environment and configuration changes."""
+
+    actions: list
+    scoped: bool = True
+    forwarding: bool = True
+    launch_configurations: Optional[dict] = None
 
 
 @dataclass
@@ -308,6 +334,7 @@ class EvaluatedNode:
     parameters: dict[str, Any]
     remappings: list[tuple[str, str]]
     arguments: list[str]
+    env: dict[str, str] = field(default_factory=dict)
 
     def ros_args(self, params_yaml: Path) -> list[str]:
         """The ``--ros-args`` launch_ros passes, with the evaluated dict in ``params_yaml``."""
@@ -387,10 +414,26 @@ class LaunchRun:
             namespace = perform(ctx, entity.namespace)
             if namespace and not namespace.startswith('/'):
                 namespace = '/' + namespace
+            env = dict(ctx.environment)
+            env.update({perform(ctx, k): perform(ctx, v)
+                        for k, v in (entity.additional_env or {}).items()})
             self.nodes.append(EvaluatedNode(
                 entity, entity.package, entity.executable, entity.name, namespace, files, params,
                 [(perform(ctx, a), perform(ctx, b)) for a, b in entity.remappings],
-                [perform(ctx, a) for a in entity.arguments]))
+                [perform(ctx, a) for a in entity.arguments], env))
+        elif isinstance(entity, SetEnvironmentVariable):
+            if entity.condition is None or entity.condition.evaluate(ctx):
+                ctx.environment[perform(ctx, entity.name)] = perform(ctx, entity.value)
+        elif isinstance(entity, GroupAction):
+            if not entity.forwarding:
+                raise TypeError('the launch model knows GroupAction(forwarding=True) only')
+            saved = dict(ctx.environment), dict(ctx.launch_configurations)
+            for name, value in (entity.launch_configurations or {}).items():
+                ctx.launch_configurations[perform(ctx, name)] = perform(ctx, value)
+            for action in entity.actions:
+                self._visit(action)
+            if entity.scoped:
+                ctx.environment, ctx.launch_configurations = saved
         elif isinstance(entity, ExecuteProcess):
             self.processes.append([perform(ctx, part) for part in entity.cmd])
         elif isinstance(entity, LogInfo):
@@ -402,11 +445,12 @@ class LaunchRun:
             self.handlers.append(entity.event_handler)
         elif isinstance(entity, IncludeLaunchDescription):
             arguments = {perform(ctx, k): perform(ctx, v) for k, v in entity.launch_arguments}
-            included = Context(arguments)
+            included = Context(arguments, ctx.environment)
             description = _generate(Path(perform(ctx, entity.source.path)))
             run = LaunchRun(included)
             for item in description:
                 run._visit(item)
+            ctx.environment = included.environment  # an include is not a scope
             self.nodes += run.nodes
             self.processes += run.processes
             self.logs += run.logs
@@ -451,9 +495,10 @@ def _modules() -> dict[str, types.ModuleType]:
         'launch': module('launch', LaunchDescription=LaunchDescription),
         'launch.actions': module(
             'launch.actions', DeclareLaunchArgument=DeclareLaunchArgument, EmitEvent=EmitEvent,
-            ExecuteProcess=ExecuteProcess, IncludeLaunchDescription=IncludeLaunchDescription,
-            LogInfo=LogInfo, OpaqueFunction=OpaqueFunction,
-            RegisterEventHandler=RegisterEventHandler),
+            ExecuteProcess=ExecuteProcess, GroupAction=GroupAction,
+            IncludeLaunchDescription=IncludeLaunchDescription, LogInfo=LogInfo,
+            OpaqueFunction=OpaqueFunction, RegisterEventHandler=RegisterEventHandler,
+            SetEnvironmentVariable=SetEnvironmentVariable),
         'launch.conditions': module('launch.conditions', IfCondition=IfCondition),
         'launch.event_handlers': module('launch.event_handlers', OnProcessExit=OnProcessExit,
                                         OnProcessIO=OnProcessIO),

@@ -26,6 +26,18 @@ else:
     rclpy = pytest.importorskip('rclpy')
 
 
+TRANSPORT_VARIABLES = ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE',
+                       'FASTDDS_BUILTIN_TRANSPORTS', 'RMW_IMPLEMENTATION')
+PROFILE = str(ROOT / 'config' / 'fastdds_large_images.xml')
+
+
+@pytest.fixture(autouse=True)
+def plain_transport_env(monkeypatch):
+    """A shell that exported no DDS transport settings (the launch reads them)."""
+    for name in TRANSPORT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope='module')
 def ros():
     """rclpy initialised for this module (nodes only read parameters; nothing is published)."""
@@ -147,6 +159,83 @@ def test_a_node_stopped_by_the_launch_shutdown_is_not_an_error():
     run = lm.run_launch(LIVE, {'checkpoint': CHECKPOINT}, SHARES)
     run.context.is_shutdown = True
     run.process_exit(run.node('spann3r_node'), -2)
+
+
+@pytest.mark.parametrize('distro, names', [
+    ('humble', ['FASTRTPS_DEFAULT_PROFILES_FILE']),
+    ('jazzy', ['FASTRTPS_DEFAULT_PROFILES_FILE']),
+    ('kilted', ['FASTDDS_DEFAULT_PROFILES_FILE']),
+    ('rolling', ['FASTDDS_DEFAULT_PROFILES_FILE']),
+    (None, ['FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE']),
+])
+def test_the_node_and_only_the_node_gets_the_large_image_profile(monkeypatch, distro, names):
+    if distro is None:
+        monkeypatch.delenv('ROS_DISTRO', raising=False)
+    else:
+        monkeypatch.setenv('ROS_DISTRO', distro)
+    monkeypatch.setenv('DISPLAY', ':0')
+    shares = dict(SHARES, rviz2='/opt/ros/jazzy/share/rviz2')
+    run = lm.run_launch(LIVE, {'checkpoint': CHECKPOINT}, shares)
+    node = run.node('spann3r_node')
+    profile_env = {k: v for k, v in node.env.items() if k in TRANSPORT_VARIABLES}
+    assert profile_env == {name: PROFILE for name in names}
+    assert Path(PROFILE).is_file() and run.logs == []
+    assert node.env['DISPLAY'] == ':0'  # the rest of the environment is inherited
+    rviz = run.node('rviz2')
+    assert not set(rviz.env) & set(TRANSPORT_VARIABLES), 'the profile leaked out of its scope'
+    assert not set(run.context.environment) & set(TRANSPORT_VARIABLES)
+
+
+def test_large_images_false_leaves_the_node_on_the_defaults():
+    run = lm.run_launch(LIVE, {'checkpoint': CHECKPOINT, 'large_images': 'false'}, SHARES)
+    assert not set(run.node('spann3r_node').env) & set(TRANSPORT_VARIABLES)
+    assert [log for log in run.logs if 'large_images' in log] == []
+
+
+@pytest.mark.parametrize('name, value', [
+    ('FASTDDS_DEFAULT_PROFILES_FILE', '/etc/robot/discovery_server.xml'),
+    ('FASTRTPS_DEFAULT_PROFILES_FILE', '/etc/robot/discovery_server.xml'),
+    ('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA'),
+])
+def test_an_exported_transport_configuration_is_kept_and_the_user_told(monkeypatch, name,
+                                                                        value):
+    monkeypatch.setenv(name, value)
+    monkeypatch.setenv('ROS_DISTRO', 'kilted')
+    run = lm.run_launch(LIVE, {'checkpoint': CHECKPOINT}, SHARES)
+    env = run.node('spann3r_node').env
+    assert {k: v for k, v in env.items() if k in TRANSPORT_VARIABLES} == {name: value}
+    assert [log for log in run.logs if 'large_images' in log] == [
+        f'large_images: keeping the exported {name}={value} for the node (unset it to use '
+        'fastdds_large_images.xml).']
+
+
+def test_the_profile_exported_for_the_driver_is_not_reported_as_foreign(monkeypatch):
+    monkeypatch.setenv('FASTDDS_DEFAULT_PROFILES_FILE', PROFILE)
+    monkeypatch.setenv('ROS_DISTRO', 'kilted')
+    run = lm.run_launch(LIVE, {'checkpoint': CHECKPOINT}, SHARES)
+    assert run.node('spann3r_node').env['FASTDDS_DEFAULT_PROFILES_FILE'] == PROFILE
+    assert [log for log in run.logs if 'large_images' in log] == []
+
+
+def test_another_rmw_gets_no_fast_dds_profile(monkeypatch):
+    monkeypatch.setenv('RMW_IMPLEMENTATION', 'rmw_cyclonedds_cpp')
+    run = lm.run_launch(LIVE, {'checkpoint': CHECKPOINT}, SHARES)
+    env = run.node('spann3r_node').env
+    assert not {k for k in env if k.endswith('PROFILES_FILE')}
+    assert any('rmw_cyclonedds_cpp is not Fast DDS' in log for log in run.logs)
+
+
+def test_a_scoped_group_restores_the_environment_and_an_include_does_not():
+    ctx = lm.Context({}, environment={'KEEP': '1'})
+    run = lm.LaunchRun(ctx)
+    run._visit(lm.GroupAction([lm.SetEnvironmentVariable('INNER', 'x'),
+                               lm.Node(package='p', executable='inside')]))
+    run._visit(lm.Node(package='p', executable='outside'))
+    assert run.node('inside').env == {'KEEP': '1', 'INNER': 'x'}
+    assert run.node('outside').env == {'KEEP': '1'}
+    run._visit(lm.GroupAction([lm.SetEnvironmentVariable('LEAK', 'y')], scoped=False))
+    run._visit(lm.Node(package='p', executable='after', additional_env={'OWN': 'z'}))
+    assert run.node('after').env == {'KEEP': '1', 'LEAK': 'y', 'OWN': 'z'}
 
 
 def test_replay_refuses_a_missing_bag_before_the_node_starts(tmp_path):
