@@ -12,7 +12,8 @@ packing, every topic, TF and map fusion run for real. Modes, interleaved run by 
 * ``serial``: one thread, PnP on :data:`~spann3r_model.session.PNP_MAX_POINTS` pixels;
 * ``pipelined``: model and output stages on two threads, same PnP.
 
-Each run prints published frames/s and the median time per frame of each stage; the summary
+Each run prints published frames/s, the median time per frame of each stage, how long the
+model stage waited for room in the result queue and the input frames dropped; the summary
 prints the median frames/s per mode and the ratios. ``--tiny`` then compares serial and
 pipelined with the tiny demo model as the session. No assertion: figures only. Example::
 
@@ -147,15 +148,18 @@ def run(node: Spann3rNode, session: Any, pipelined: bool, size: tuple[int, int],
     for name in STAGES:
         values = list(worker.stage_times[name])
         figures[name] = 1000 * float(np.median(values)) if values else float('nan')
-    figures['dropped_results'] = worker.dropped_results
+    figures['dropped_input'] = worker.queue.dropped
+    waits = list(worker.model_waits)
+    figures['model_wait'] = 1000 * float(np.median(waits)) if waits else float('nan')
     return figures
 
 
 def report(label: str, figures: dict[str, float]) -> None:
     """Print one run."""
     stages = ', '.join(f'{name} {figures[name]:.2f}' for name in ('decode',) + STAGES)
-    print(f'{label:28s} {figures["fps"]:7.1f} frames/s  (ms/frame: {stages}; '
-          f'results dropped {figures["dropped_results"]})', flush=True)
+    print(f'{label:28s} {figures["fps"]:7.1f} frames/s  (ms/frame: {stages}; model waited '
+          f'{figures["model_wait"]:.2f} for room; input frames dropped '
+          f'{figures["dropped_input"]})', flush=True)
 
 
 def main() -> None:

@@ -13,12 +13,17 @@ Two stages, each on its own thread (``pipelined=True``, the default):
   map-frame points and masks, the trajectory, the ``publish`` callback, and fusion into the voxel
   map. It holds :attr:`ReconstructionWorker.lock` only around the map and the trajectory.
 
-Between them sits a bounded queue of :data:`RESULT_QUEUE_SIZE` steps. When the output stage
-falls behind, the *oldest* step not yet published is dropped and counted in
-:attr:`ReconstructionWorker.dropped_results` (its frame is neither published nor mapped), so the
-model never waits for the output stage, memory stays bounded, and what is published is the
-newest work, still in frame order. With ``pipelined=False`` one thread runs both stages frame by
-frame (:meth:`ReconstructionWorker.process`), as tests and the benchmark's serial mode do.
+Between them sits a bounded queue of :data:`RESULT_QUEUE_SIZE` steps with backpressure: the
+model stage takes a frame only once the queue has room, so every step it runs reaches the
+output stage (no work is computed to be thrown away; only :meth:`~ReconstructionWorker.reset`
+and :meth:`~ReconstructionWorker.stop` discard queued steps), and while it waits, the cores go
+to the output stage. Frames that arrive meanwhile wait in :class:`LatestFrameQueue`, where a
+newer frame of the same camera replaces an older one (counted in its ``dropped``): the frame
+the model takes next is the newest, and staleness is decided once, at the input. What is
+published stays in frame order. The seconds the model stage waited for room before each step
+are kept in :attr:`ReconstructionWorker.model_waits`. With ``pipelined=False`` one thread runs
+both stages frame by frame (:meth:`ReconstructionWorker.process`), as tests and the
+benchmark's serial mode do.
 
 Lock order: :attr:`~ReconstructionWorker.model_lock` before :attr:`~ReconstructionWorker.lock`.
 """
@@ -48,7 +53,7 @@ from .segments import correspondences, fit_segment, Sim3
 
 _LOG = logging.getLogger(__name__)
 
-#: Steps waiting between the inference and the output stage before the oldest is dropped.
+#: Steps that may wait between the inference and the output stage; the model stage waits for room.
 RESULT_QUEUE_SIZE = 2
 #: Default seconds :meth:`ReconstructionWorker.stop` waits for the threads (a model step on the
 #: CPU takes up to a few seconds; a step in progress is never interrupted).
@@ -137,27 +142,27 @@ class _Step:
 
 
 class _StepQueue:
-    """FIFO of steps between the two stages that drops its oldest entry when full."""
+    """FIFO of steps between the two stages; its one producer waits for room before each step."""
 
     def __init__(self, size: int) -> None:
         self._items: deque[_Step] = deque()
         self._size = size
         self._cond = threading.Condition()
         self._busy = 0  # steps put and not yet finished (queued or being handled)
-        self.dropped = 0
+        self._closed = False
 
-    def put(self, step: _Step) -> bool:
-        """Append ``step``; return True when the oldest queued step was dropped for it."""
+    def wait_room(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until a step fits; False on timeout or once closed."""
         with self._cond:
-            dropped = len(self._items) >= self._size
-            if dropped:
-                self._items.popleft()
-                self.dropped += 1
-            else:
-                self._busy += 1
+            self._cond.wait_for(lambda: len(self._items) < self._size or self._closed, timeout)
+            return len(self._items) < self._size and not self._closed
+
+    def put(self, step: _Step) -> None:
+        """Append ``step`` (the producer has seen room with :meth:`wait_room`; nothing is lost)."""
+        with self._cond:
+            self._busy += 1
             self._items.append(step)
             self._cond.notify_all()
-            return dropped
 
     def get(self, timeout: float) -> Optional[_Step]:
         """Take the oldest step, waiting up to ``timeout`` seconds (None when there is none)."""
@@ -170,6 +175,12 @@ class _StepQueue:
         """Mark a step taken with :meth:`get` as handled."""
         with self._cond:
             self._busy -= 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Wake every waiter; :meth:`wait_room` returns False from now on."""
+        with self._cond:
+            self._closed = True
             self._cond.notify_all()
 
     def clear(self) -> int:
@@ -232,7 +243,11 @@ class ReconstructionWorker:
         self.published = 0
         self.nonfinite_outputs = 0
         self.model_times: deque[float] = deque(maxlen=200)
+        #: Seconds from the arrival of each published frame to its publishing, the newest 200.
         self.latencies: deque[float] = deque(maxlen=200)
+        #: Seconds the model stage waited for room in the result queue before each step (the
+        #: output stage was behind), the newest 200; empty in serial mode.
+        self.model_waits: deque[float] = deque(maxlen=200)
         #: Seconds per frame of each stage in :data:`STAGES`, the newest 200.
         self.stage_times: dict[str, deque[float]] = {name: deque(maxlen=200) for name in STAGES}
         self.last_memory = MemoryStats()
@@ -254,6 +269,7 @@ class ReconstructionWorker:
         self._stop = threading.Event()
         # Held around every publish call: once stop() holds it, no publish starts any more.
         self._publish_gate = threading.Lock()
+        self._gate_held = False
         self._threads: list[threading.Thread] = []
 
     # -- public state -----------------------------------------------------------------------
@@ -266,11 +282,6 @@ class ReconstructionWorker:
     def skip_below(self) -> int:
         """Results of frames with a lower index are not published (re-runs, resumed frames)."""
         return self._skip_below
-
-    @property
-    def dropped_results(self) -> int:
-        """Steps the output stage dropped unpublished because it fell behind the model."""
-        return self._steps.dropped
 
     @property
     def pending_results(self) -> int:
@@ -295,6 +306,7 @@ class ReconstructionWorker:
 
         A step in progress finishes (it cannot be interrupted); queued frames and results are
         discarded; ``publish`` is not called again once this returns, even on a timeout.
+        A repeated call does not wait for the gate an earlier call already holds.
 
         :param timeout: seconds to wait in all.
         :return: True when every thread ended. False when one still runs after ``timeout``
@@ -304,11 +316,15 @@ class ReconstructionWorker:
         deadline = time.monotonic() + timeout
         self._stop.set()
         self.queue.close()
+        self._steps.close()
         self._steps.clear()
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         running = [t.name for t in self._threads if t.is_alive()]
-        gate = self._publish_gate.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        # A second stop() finds the gate held by the first, and must not wait for it.
+        gate = self._gate_held or self._publish_gate.acquire(
+            timeout=max(0.0, deadline - time.monotonic()))
+        self._gate_held = gate
         if running or not gate:
             self.log.error(f'worker threads {running} still run {timeout:.1f} s after stop '
                            f'(a model step or publish in progress'
@@ -330,8 +346,15 @@ class ReconstructionWorker:
 
     def _run_model(self) -> None:
         while not self._stop.is_set():
+            # Room first, then the frame: the frame taken is the newest one at that moment.
+            t0 = time.monotonic()
+            while not self._steps.wait_room(timeout=0.2):
+                if self._stop.is_set():
+                    return
+            waited = time.monotonic() - t0
             frame = self.queue.get(timeout=0.2)
             if frame is not None:
+                self.model_waits.append(waited)
                 self._guarded(frame.stamp, self._infer_and_hand_over, frame)
 
     def _run_output(self) -> None:
@@ -470,8 +493,7 @@ class ReconstructionWorker:
     def _infer_and_hand_over(self, frame: Frame) -> None:
         with self.model_lock:
             step, due = self._infer(frame)
-            if self._steps.put(step):
-                self.processed += 1  # the dropped step's frame is done with, unpublished
+            self._steps.put(step)
             if due:
                 self.restart_segment()
 

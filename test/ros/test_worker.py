@@ -212,8 +212,8 @@ class _StandInSession:
         if self.started is not None:
             self.started.set()
         time.sleep(self.delay)
-        refined = self._result(self.count - 1, stamp - 1.0) if self.count else None
-        self.count += 1
+        refined = self._result(self.count - 1, self.prev_stamp) if self.count else None
+        self.count, self.prev_stamp = self.count + 1, stamp
         self.finished.append(time.monotonic())
         return StepOutput(refined=refined, provisional=None, memory=MemoryStats())
 
@@ -230,11 +230,13 @@ def _wait(condition, seconds=10.0):
         time.sleep(0.005)
 
 
-def test_a_slow_output_stage_neither_delays_the_model_nor_reorders_outputs():
+def test_a_slow_output_stage_holds_the_model_back_and_every_step_is_published():
     session = _StandInSession(delay=0.002)
-    published = []
+    published, unpublished = [], []
 
     def slow_publish(out):
+        # Steps run with a result (the first has none) but not yet published, this one included.
+        unpublished.append(len(session.steps) - 1 - len(published))
         time.sleep(0.05)
         published.append(out.index)
 
@@ -244,17 +246,42 @@ def test_a_slow_output_stage_neither_delays_the_model_nor_reorders_outputs():
         for i in range(30):
             worker.queue.put(Frame(camera=0, stamp=1.0 + i, rgb=None, received=time.monotonic()))
             time.sleep(0.01)
-        _wait(lambda: worker.processed == 30)
+        _wait(lambda: len(worker.queue) == 0 and worker.processed == len(session.steps))
     finally:
         assert worker.stop()
-    # Every frame reached the model at its own pace (publishing 29 results takes 1.5 s).
-    assert len(session.steps) == 30 and session.steps[-1] - session.steps[0] < 0.9
-    assert worker.queue.dropped == 0
-    assert worker.dropped_results > 0
-    assert len(published) + worker.dropped_results == 29
-    assert published == sorted(published) and len(set(published)) == len(published)
-    assert published[-1] == 28  # the newest result is never the one dropped
+    # The model ran only when its result had room: the one being published, the queued ones
+    # and the one in progress are all that were ever ahead of publishing.
+    assert max(unpublished) <= worker_module.RESULT_QUEUE_SIZE + 2
+    # Frames the model had no room for were replaced by newer ones at the input, and counted.
+    assert 2 < len(session.steps) < 30
+    assert worker.queue.dropped == 30 - len(session.steps)
+    # Every step's result was published, once and in order; none was computed for nothing.
+    assert published == list(range(len(session.steps) - 1))
     assert worker.published == len(published) and len(worker.trajectory) == 0
+    assert len(worker.model_waits) == len(session.steps) and max(worker.model_waits) > 0
+
+
+def test_stop_is_prompt_while_the_model_waits_for_room():
+    session = _StandInSession()
+    release = threading.Event()
+    worker = _stand_in_worker(session, lambda out: release.wait(10))
+    worker.start()
+    try:
+        for i in range(6):
+            worker.queue.put(Frame(camera=0, stamp=1.0 + i, rgb=None))
+            time.sleep(0.02)
+        # One result is being published and the queue is full: the model waits for room.
+        _wait(lambda: worker.pending_results == worker_module.RESULT_QUEUE_SIZE)
+        steps = len(session.steps)
+        assert steps == worker_module.RESULT_QUEUE_SIZE + 2 and len(worker.queue) == 1
+        stopped = threading.Thread(target=worker.stop, kwargs={'timeout': 5.0})
+        stopped.start()
+        _wait(lambda: not worker._threads[0].is_alive())  # the model thread ended at once
+        release.set()
+        stopped.join(10)
+        assert not worker.alive and len(session.steps) == steps
+    finally:
+        release.set()
 
 
 def test_stop_waits_for_the_step_in_progress_and_publishing_ends_with_it():
@@ -268,6 +295,7 @@ def test_stop_waits_for_the_step_in_progress_and_publishing_ends_with_it():
         _wait(lambda: len(session.steps) == i + 1)
     assert worker.stop(timeout=5.0) is True
     stopped_at = time.monotonic()
+    assert worker.stop(timeout=0.5) is True  # again: nothing left to wait for
     assert session.finished and session.finished[-1] <= stopped_at
     assert not worker.alive and not any(t.is_alive() for t in threading.enumerate()
                                         if t.name.startswith('spann3r-'))
