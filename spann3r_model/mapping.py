@@ -35,7 +35,7 @@ _STATE_VERSION = 1
 # Smallest slot allocation; capacity then doubles up to the cap so growth is amortised.
 _MIN_CAPACITY = 1024
 # Eviction: below one voxel in this many, select from a sample-estimated candidate set.
-_PREFILTER_RATIO = 16
+_PREFILTER_RATIO = 4
 _SAMPLE_SIZE = 4096
 
 
@@ -74,7 +74,16 @@ def _voxel_sums(keys: np.ndarray, points: np.ndarray, colors: np.ndarray, weight
     :return: ``(keys [U]`` sorted and unique, ``weight [U]``, ``sums [U, 6])``: per voxel the
         summed weight and the weighted sums of x, y, z, r, g, b.
     """
-    uniq, inverse = np.unique(keys, return_inverse=True)
+    # np.unique with the sort made stable: this merge sort finds the runs that neighbouring
+    # pixels form in the keys, about twice as fast as the default sort; same uniq and inverse.
+    order = np.argsort(keys, kind='stable')
+    ordered = keys[order]
+    first = np.empty(len(keys), dtype=bool)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    uniq = ordered[first]
+    inverse = np.empty(len(keys), dtype=np.intp)
+    inverse[order] = np.cumsum(first) - 1
     count = len(uniq)
     total = np.bincount(inverse, weights=weight, minlength=count)
     sums = np.empty((count, 6), dtype=np.float64)
@@ -99,11 +108,16 @@ def _put_rows(target: np.ndarray, index: np.ndarray, rows: np.ndarray) -> None:
 def _lowest(values: np.ndarray, count: int) -> np.ndarray:
     """Return the indices of the ``count`` smallest ``values`` (in no particular order).
 
-    When few are wanted, a threshold estimated on a strided sample first narrows the search
-    to the values below it; the answer is the same set (up to ties) as a full
-    ``argpartition``, which remains the fallback when the estimate is too low.
+    Among values equal to the largest one selected, the lowest indices are taken, so the answer
+    is one well-defined set. Unless many are wanted, a threshold estimated on a strided sample
+    first narrows the search to the values below it (several times faster when a tenth of a
+    full map is evicted per frame); every value equal to or below the answer's largest lies
+    under the threshold, so the answer is the same as without it, and the full search remains
+    the fallback when the estimate is too low.
     """
     n = len(values)
+    if count >= n:
+        return np.arange(n)
     if count * _PREFILTER_RATIO < n:
         sample = values[::max(1, n // _SAMPLE_SIZE)]
         # Aim at about twice the needed share, so that the estimate rarely falls short.
@@ -111,8 +125,15 @@ def _lowest(values: np.ndarray, count: int) -> np.ndarray:
         threshold = np.partition(sample, rank)[rank]
         candidates = np.flatnonzero(values <= threshold)
         if len(candidates) >= count:
-            return candidates[np.argpartition(values[candidates], count - 1)[:count]]
-    return np.argpartition(values, count - 1)[:count]
+            return candidates[_lowest_positions(values[candidates], count)]
+    return _lowest_positions(values, count)
+
+
+def _lowest_positions(values: np.ndarray, count: int) -> np.ndarray:
+    """Return the indices of the ``count`` smallest ``values``, ties to the lowest indices."""
+    cut = np.partition(values, count - 1)[count - 1]
+    below = np.flatnonzero(values < cut)
+    return np.concatenate([below, np.flatnonzero(values == cut)[:count - len(below)]])
 
 
 def _merge_index(keys: np.ndarray, slots: np.ndarray, removed: np.ndarray, at: np.ndarray,

@@ -142,3 +142,13 @@ def test_lowest_selects_exactly_the_smallest_values(layout: str) -> None:
     picked = mapping._lowest(values, count)
     assert len(picked) == count and len(np.unique(picked)) == count
     np.testing.assert_array_equal(np.sort(picked), np.sort(np.argsort(values)[:count]))
+
+
+@pytest.mark.parametrize('count', [5_000, 40_000])
+def test_lowest_breaks_ties_towards_the_lowest_indices_on_every_path(count: int) -> None:
+    # Few distinct values, so the cut falls inside a run of ties (prefilter and full path).
+    values = np.random.default_rng(4).integers(0, 50, 100_000).astype(np.float64)
+    picked = mapping._lowest(values, count)
+    assert len(picked) == count
+    np.testing.assert_array_equal(np.sort(picked), np.sort(np.argsort(values, kind='stable')
+                                                           [:count]))
