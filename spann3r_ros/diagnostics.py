@@ -73,7 +73,14 @@ def diagnostics_msg(stamp: Any, *, node_name: str, device: str, stats: NodeStats
                     worker: Any, paused: bool, map_points: int,
                     error: Optional[BaseException], full_name: Optional[str] = None
                     ) -> DiagnosticArray:
-    """Build the ``DiagnosticArray`` with rates, latency, drops, memory and device.
+    """Build the ``DiagnosticArray`` with rates, latency, drops, stage times, memory and device.
+
+    Latency is that of the published frames, from the arrival of each one's image to the end
+    of its publishing. ``<stage>_time_p50_ms`` is the median time per frame of each stage of
+    ``worker.stage_times``; ``model_wait_p50_ms`` the median time the model stage waited for
+    room in the result queue (the output stage is the bottleneck when it is large), and
+    ``pending_results`` the results waiting for the output stage. No computed result is ever
+    dropped: stale frames are dropped before the model, at the input (``dropped_queue``).
 
     :param node_name: the node's name, which starts the status name (``NAME: reconstruction``).
     :param full_name: its fully qualified name, reported as the value ``node`` (the status name
@@ -98,6 +105,11 @@ def diagnostics_msg(stamp: Any, *, node_name: str, device: str, stats: NodeStats
         'latency_p50_ms': _ms(worker.latencies, 50),
         'latency_p95_ms': _ms(worker.latencies, 95),
         'model_time_p50_ms': _ms(worker.model_times, 50),
+        **{f'{name}_time_p50_ms': _ms(times, 50) for name, times in worker.stage_times.items()
+           if name != 'model'},
+        'model_wait_p50_ms': _ms(worker.model_waits, 50),
+        'pending_results': str(worker.pending_results),
+        'pipelined': str(worker.pipelined).lower(),
         'frames_received': str(stats.received),
         'frames_processed': str(worker.processed),
         'frames_published': str(worker.published),
