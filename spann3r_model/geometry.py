@@ -33,6 +33,18 @@ def _principal_point(pp: Optional[tuple[float, float]], width: int, height: int
     return (width / 2.0, height / 2.0) if pp is None else (float(pp[0]), float(pp[1]))
 
 
+def _usable(pts3d: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray:
+    """Return ``[H, W]`` bool: finite points inside ``mask``; raise for a mask of another size."""
+    height, width = pts3d.shape[:2]
+    keep = np.isfinite(pts3d).all(axis=2)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (height, width):
+            raise ValueError(f'mask must be [{height}, {width}], got {mask.shape}')
+        keep &= mask
+    return keep
+
+
 def pixel_grid(width: int, height: int) -> np.ndarray:
     """Return ``[H, W, 2]`` float64 pixel coordinates ``(u, v)``."""
     u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
@@ -40,10 +52,16 @@ def pixel_grid(width: int, height: int) -> np.ndarray:
 
 
 def intrinsics(focal: float, width: int, height: int,
-               pp: Optional[tuple[float, float]] = None) -> np.ndarray:
-    """Return the ``[3, 3]`` pinhole matrix with square pixels and principal point ``pp``."""
+               pp: Optional[tuple[float, float]] = None, fy: Optional[float] = None
+               ) -> np.ndarray:
+    """Return the ``[3, 3]`` pinhole matrix with principal point ``pp``.
+
+    :param focal: ``fx`` in pixels (also ``fy`` unless given: square pixels).
+    :param fy: the vertical focal length, when the pixels are not square.
+    """
     cx, cy = _principal_point(pp, width, height)
-    return np.array([[focal, 0.0, cx], [0.0, focal, cy], [0.0, 0.0, 1.0]])
+    fy = focal if fy is None else fy
+    return np.array([[focal, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
 
 def estimate_focal(pts3d: np.ndarray, pp: Optional[tuple[float, float]] = None,
@@ -90,9 +108,9 @@ def estimate_focal(pts3d: np.ndarray, pp: Optional[tuple[float, float]] = None,
 
 def estimate_pose_pnp(pts3d: np.ndarray, focal: float, mask: Optional[np.ndarray] = None,
                       pp: Optional[tuple[float, float]] = None, *,
-                      reprojection_error: float = 8.0, iterations: int = 100,
-                      max_points: Optional[int] = None, min_points: int = 6,
-                      seed: int = 0) -> Optional[np.ndarray]:
+                      fy: Optional[float] = None, reprojection_error: float = 8.0,
+                      iterations: int = 100, max_points: Optional[int] = None,
+                      min_points: int = 6, seed: int = 0) -> Optional[np.ndarray]:
     """Camera-to-world pose of a world-frame pointmap by PnP-RANSAC against the pixel grid.
 
     The official demo solves ``cv2.solvePnPRansac`` between every pixel's predicted world point
@@ -100,9 +118,10 @@ def estimate_pose_pnp(pts3d: np.ndarray, focal: float, mask: Optional[np.ndarray
     (for example the confident ones).
 
     :param pts3d: ``[H, W, 3]`` points in the world frame.
-    :param focal: focal length in pixels.
+    :param focal: focal length in pixels (``fx``; also ``fy`` unless that is given).
     :param mask: optional ``[H, W]`` bool, pixels to use.
     :param pp: principal point; defaults to ``(W / 2, H / 2)``.
+    :param fy: vertical focal length in pixels, for a camera with non-square pixels.
     :param reprojection_error: RANSAC inlier threshold in pixels (OpenCV's default).
     :param iterations: RANSAC iterations.
     :param max_points: optional cap on correspondences (a random subset is used).
@@ -113,14 +132,10 @@ def estimate_pose_pnp(pts3d: np.ndarray, focal: float, mask: Optional[np.ndarray
     """
     pts3d = _check_pointmap(pts3d)
     height, width = pts3d.shape[:2]
-    if not np.isfinite(focal) or focal <= 0:
-        raise ValueError(f'focal must be positive and finite, got {focal}')
-    keep = np.isfinite(pts3d).all(axis=2)
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != (height, width):
-            raise ValueError(f'mask must be [{height}, {width}], got {mask.shape}')
-        keep &= mask
+    for name, value in (('focal', focal), ('fy', focal if fy is None else fy)):
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f'{name} must be positive and finite, got {value}')
+    keep = _usable(pts3d, mask)
     object_points = pts3d[keep].astype(np.float64)
     image_points = pixel_grid(width, height)[keep]
     if max_points is not None and len(object_points) > max_points:
@@ -128,7 +143,7 @@ def estimate_pose_pnp(pts3d: np.ndarray, focal: float, mask: Optional[np.ndarray
         object_points, image_points = object_points[pick], image_points[pick]
     if len(object_points) < min_points:
         return None
-    K = intrinsics(focal, width, height, pp)
+    K = intrinsics(focal, width, height, pp, fy)
     try:
         ok, rvec, tvec, inliers = cv2.solvePnPRansac(
             object_points, image_points, K, np.zeros(4), iterationsCount=iterations,
@@ -142,6 +157,73 @@ def estimate_pose_pnp(pts3d: np.ndarray, focal: float, mask: Optional[np.ndarray
     T_cam_world[:3, :3] = cv2.Rodrigues(rvec)[0]
     T_cam_world[:3, 3] = tvec.reshape(3)
     return invert_pose(T_cam_world)
+
+
+def estimate_focal_posed(pts3d: np.ndarray, mask: Optional[np.ndarray] = None,
+                         pp: Optional[tuple[float, float]] = None, *,
+                         bounds: tuple[float, float] = (0.1, 10.0), max_points: int = 2048,
+                         steps: int = 40, reprojection_error: float = 8.0,
+                         iterations: int = 100) -> float:
+    """Estimate the focal length of a world-frame pointmap whose camera pose is unknown.
+
+    :func:`estimate_focal` needs the points in the camera's own frame, which only the first
+    frame of a reconstruction has (its frame is the world). For any other camera the focal and
+    the pose are found together: a golden-section search over ``log f`` for the focal whose
+    PnP-RANSAC pose leaves the smallest median reprojection error. RANSAC and the median keep
+    a minority of wrong points from steering the search.
+
+    :param pts3d: ``[H, W, 3]`` points in the world frame.
+    :param mask: optional ``[H, W]`` bool, pixels to use.
+    :param pp: principal point; defaults to ``(W / 2, H / 2)``.
+    :param bounds: the search range, in multiples of ``max(W, H)``.
+    :param max_points: at most this many pixels, at an even stride through the usable ones.
+    :param steps: golden-section steps (each shrinks the range by 0.618).
+    :param reprojection_error: RANSAC inlier threshold in pixels.
+    :param iterations: RANSAC iterations per focal tried.
+    :return: focal length in pixels.
+    :raises ValueError: for a malformed pointmap or mask, or fewer than 6 usable pixels.
+    """
+    pts3d = _check_pointmap(pts3d)
+    height, width = pts3d.shape[:2]
+    keep = _usable(pts3d, mask)
+    index = np.flatnonzero(keep)
+    if len(index) > max_points:
+        index = index[np.linspace(0, len(index) - 1, max_points).astype(np.int64)]
+    if len(index) < 6:
+        raise ValueError(f'{len(index)} usable points, need 6 to estimate the focal length')
+    object_points = pts3d.reshape(-1, 3)[index].astype(np.float64)
+    image_points = pixel_grid(width, height).reshape(-1, 2)[index]
+    cx, cy = _principal_point(pp, width, height)
+
+    def cost(log_focal: float) -> float:
+        focal = float(np.exp(log_focal))
+        K = np.array([[focal, 0.0, cx], [0.0, focal, cy], [0.0, 0.0, 1.0]])
+        try:
+            ok, rvec, tvec, _ = cv2.solvePnPRansac(
+                object_points, image_points, K, None, iterationsCount=iterations,
+                reprojectionError=reprojection_error)
+        except cv2.error:
+            return float('inf')
+        if not ok:
+            return float('inf')
+        projected = cv2.projectPoints(object_points, rvec, tvec, K, None)[0].reshape(-1, 2)
+        return float(np.median(np.linalg.norm(projected - image_points, axis=1)))
+
+    side = max(width, height)
+    lo, hi = np.log(bounds[0] * side), np.log(bounds[1] * side)
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    a, b = lo + (1 - ratio) * (hi - lo), lo + ratio * (hi - lo)
+    cost_a, cost_b = cost(a), cost(b)
+    for _ in range(steps):
+        if cost_a <= cost_b:
+            hi, b, cost_b = b, a, cost_a
+            a = lo + (1 - ratio) * (hi - lo)
+            cost_a = cost(a)
+        else:
+            lo, a, cost_a = a, b, cost_b
+            b = lo + ratio * (hi - lo)
+            cost_b = cost(b)
+    return float(np.exp((lo + hi) / 2.0))
 
 
 def invert_pose(T: np.ndarray) -> np.ndarray:

@@ -21,8 +21,13 @@ class FrameResult:
     :param rgb: ``[H, W, 3]`` uint8 preprocessed image (the pixels of ``pts3d``).
     :param crop: where the model image lies in the input image.
     :param provisional: True for the low-latency head-2 estimate, False for the refined result.
-    :param focal: focal length in model pixels, when estimated.
+    :param focal: focal length (``fx``) in model pixels, when known.
     :param T_world_cam: ``[4, 4]`` camera-to-world pose (world = first camera), when estimated.
+    :param camera: the camera that took the frame (its index in the caller's list).
+    :param K: ``[3, 3]`` intrinsics of the model image, when known.
+    :param intrinsics: where ``K`` comes from: ``'camera_info'`` (the camera's own calibration
+        mapped through the crop) or ``'estimated'`` (the focal of the camera's first frame,
+        principal point at the centre).
     """
 
     index: int
@@ -34,6 +39,9 @@ class FrameResult:
     provisional: bool = False
     focal: Optional[float] = None
     T_world_cam: Optional[np.ndarray] = None
+    camera: int = 0
+    K: Optional[np.ndarray] = None
+    intrinsics: Optional[str] = None
 
 
 @dataclass

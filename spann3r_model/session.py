@@ -69,6 +69,8 @@ class _Frame:
     feat: torch.Tensor
     pos: torch.Tensor
     query: Optional[torch.Tensor] = None
+    camera: int = 0
+    K: Optional[np.ndarray] = None  # [3, 3] of the model image, from the camera's calibration
 
 
 class StreamingSession:
@@ -78,7 +80,9 @@ class StreamingSession:
     :param memory_config: memory limits and thresholds.
     :param engine_config: device, precision, image size and CPU threads.
     :param provisional: also return the head-2 result of each new frame (costs one head).
-    :param estimate_pose: attach focal length (from frame 0) and a PnP camera pose to results.
+    :param estimate_pose: attach intrinsics and a PnP camera pose to results: the camera's own
+        K when :meth:`step` is given one, else the focal estimated from that camera's first frame
+        without K.
     """
 
     def __init__(self, model: Spann3R, memory_config: MemoryConfig = DEFAULT_MEMORY,
@@ -146,7 +150,9 @@ class StreamingSession:
         self._prev: Optional[_Frame] = None
         self._pending: Optional[list[torch.Tensor]] = None
         self._frame_count = 0
-        self._focal: Optional[float] = None
+        # Per camera: the focal estimated from its first frame without K, and that frame's index.
+        self._focals: dict[int, float] = {}
+        self._first_index: dict[int, int] = {}
         self._stats = MemoryStats()
 
     @property
@@ -175,23 +181,32 @@ class StreamingSession:
         return torch.autocast(self._device.type, dtype=self._autocast_dtype)
 
     # ------------------------------------------------------------------ streaming
-    def step(self, rgb_uint8_hwc: np.ndarray, stamp: float) -> StepOutput:
+    def step(self, rgb_uint8_hwc: np.ndarray, stamp: float, camera: int = 0,
+             K: Optional[np.ndarray] = None) -> StepOutput:
         """Add one frame.
 
         :param rgb_uint8_hwc: ``[H, W, 3]`` uint8 RGB image of any size.
         :param stamp: the caller's timestamp in seconds.
+        :param camera: which camera took it (several cameras may share one session).
+        :param K: ``[3, 3]`` intrinsics of ``rgb_uint8_hwc`` (e.g. from its camera_info); None
+            to use the focal estimated from the camera's first frame that came without K.
         :return: the refined result of the previous frame (None for the first frame), the
             provisional result of this frame when enabled, and the memory bookkeeping.
-        :raises ValueError: for an image that is not ``[H, W, 3]`` uint8 of usable size; the
-            session is unchanged then.
+        :raises ValueError: for an image that is not ``[H, W, 3]`` uint8 of usable size, or a
+            K that is not a ``[3, 3]`` pinhole matrix with positive focal lengths; the session
+            is unchanged then.
         """
         pre = preprocess(rgb_uint8_hwc, size=self.engine_config.image_size)
+        K_model = None if K is None else pre.crop.input_to_model_intrinsics(_check_K(K))
+        if K_model is None:
+            self._first_index.setdefault(int(camera), self._frame_count)
         img = torch.from_numpy(pre.img)[None].to(self._device)
         hw = (img.shape[-2], img.shape[-1])
         m = self.model
         with torch.no_grad(), self._autocast():
             feat, pos = m.encode_image(img)
-            new = _Frame(self._frame_count, float(stamp), pre.rgb, pre.crop, feat, pos)
+            new = _Frame(self._frame_count, float(stamp), pre.rgb, pre.crop, feat, pos,
+                         camera=int(camera), K=K_model)
             prev = self._prev
             if prev is None:
                 self._prev = new
@@ -243,12 +258,13 @@ class StreamingSession:
         pts3d = pred['pts3d'][0].float().cpu().numpy()
         conf = pred['conf'][0].float().cpu().numpy()
         result = FrameResult(index=frame.index, stamp=frame.stamp, pts3d=pts3d, conf=conf,
-                             rgb=frame.rgb, crop=frame.crop, provisional=provisional)
+                             rgb=frame.rgb, crop=frame.crop, provisional=provisional,
+                             camera=frame.camera)
         if self.estimate_pose:
-            self._attach_pose(result)
+            self._attach_pose(result, frame.K)
         return result
 
-    def _attach_pose(self, result: FrameResult) -> None:
+    def _attach_pose(self, result: FrameResult, K: Optional[np.ndarray]) -> None:
         try:
             from . import geometry
         except ImportError:
@@ -256,16 +272,29 @@ class StreamingSession:
                 _LOG.warning('spann3r_model.geometry is not available: poses are not estimated')
                 self._geometry_warned = True
             return
-        try:
-            if self._focal is None:
-                if result.index != 0:
-                    return
-                self._focal = float(geometry.estimate_focal(result.pts3d))
-            result.focal = self._focal
-        except ValueError as exc:
-            # A degenerate pointmap (e.g. non-finite values) must not stop the reconstruction.
-            _LOG.warning('focal of frame %d not estimated: %s', result.index, exc)
-            return
+        if K is not None:
+            result.K, result.focal, result.intrinsics = K.copy(), float(K[0, 0]), 'camera_info'
+        else:
+            focal = self._focals.get(result.camera)
+            try:
+                if focal is None:
+                    if result.index != self._first_index.get(result.camera):
+                        return
+                    if result.index == 0:
+                        # The first frame's points are in its own camera frame (the world).
+                        focal = float(geometry.estimate_focal(result.pts3d))
+                    else:
+                        focal = geometry.estimate_focal_posed(
+                            result.pts3d, mask=pnp_mask(result.conf, self.pnp_max_points))
+                    self._focals[result.camera] = focal
+            except ValueError as exc:
+                # A degenerate pointmap (e.g. non-finite values) must not stop the
+                # reconstruction.
+                _LOG.warning('focal of frame %d not estimated: %s', result.index, exc)
+                return
+            size = result.pts3d.shape[1], result.pts3d.shape[0]
+            result.K = geometry.intrinsics(focal, *size)
+            result.focal, result.intrinsics = focal, 'estimated'
         if not self.defer_pnp:
             attach_pnp_pose(result, self.pnp_max_points)
 
@@ -306,10 +335,14 @@ class StreamingSession:
             'format': STATE_FORMAT,
             'fingerprint': self.fingerprint(),
             'frame_count': self._frame_count,
-            'focal': self._focal,
+            # 'focal' is camera 0's, as states of a single camera always had it.
+            'focal': self._focals.get(0),
+            'focals': {str(c): f for c, f in sorted(self._focals.items())},
+            'first_index': {str(c): i for c, i in sorted(self._first_index.items())},
             'prev': None if prev is None else {
                 'index': prev.index, 'stamp': prev.stamp,
-                'crop': dataclasses.asdict(prev.crop)},
+                'crop': dataclasses.asdict(prev.crop), 'camera': prev.camera,
+                'K': None if prev.K is None else prev.K.tolist()},
             'model_config': self.model.config.to_dict(),
             'memory_config': self.memory_config.to_dict(),
             'image_size': self.engine_config.image_size,
@@ -351,16 +384,25 @@ class StreamingSession:
             crop = CropBox(crop1=tuple(c['crop1']), resized_wh=tuple(c['resized_wh']),
                            offset=tuple(c['offset']), size=int(c['size']))
             query = tensors.get('prev.query')
+            K = prev_meta.get('K')
             prev = _Frame(int(prev_meta['index']), float(prev_meta['stamp']),
                           tensors['prev.rgb'].numpy().copy(), crop,
                           self._restored(tensors['prev.feat']), tensors['prev.pos'].to(dev),
-                          None if query is None else self._restored(query))
+                          None if query is None else self._restored(query),
+                          camera=int(prev_meta.get('camera', 0)),
+                          K=None if K is None else np.array(K, dtype=np.float64))
         pending_keys = sorted(k for k in tensors if k.startswith('pending.'))
         pending = [self._restored(tensors[k]) for k in pending_keys] or None
         self.reset()
         self._memory, self._prev, self._pending = memory, prev, pending
         self._frame_count = int(metadata['frame_count'])
-        self._focal = metadata.get('focal')
+        focals = metadata.get('focals')
+        if focals is None:  # saved before the focal was kept per camera
+            focals = {} if metadata.get('focal') is None else {0: metadata['focal']}
+        self._focals = {int(c): float(f) for c, f in focals.items()}
+        # A state saved before first frames were kept per camera had camera 0's at frame 0.
+        first = metadata.get('first_index', {0: 0})
+        self._first_index = {int(c): int(i) for c, i in first.items()}
         if memory is not None:
             self._stats = MemoryStats(tokens=memory.num_tokens, working_frames=memory.wm,
                                       long_term_tokens=memory.lm)
@@ -385,9 +427,11 @@ def pnp_mask(conf: np.ndarray, max_points: Optional[int] = PNP_MAX_POINTS) -> np
 
 
 def attach_pnp_pose(result: FrameResult, max_points: Optional[int] = PNP_MAX_POINTS) -> None:
-    """Set ``result.T_world_cam`` by PnP-RANSAC from its pointmap and focal (thread-safe).
+    """Set ``result.T_world_cam`` by PnP-RANSAC from its pointmap and intrinsics (thread-safe).
 
-    Does nothing for a result without a focal; a degenerate pointmap leaves the pose None.
+    Uses ``result.K`` (fx, fy and principal point) when set, else ``result.focal`` with the
+    principal point at the centre. Does nothing for a result without a focal; a degenerate
+    pointmap leaves the pose None.
 
     :param result: a result of a session with ``estimate_pose``.
     :param max_points: see :func:`pnp_mask`.
@@ -395,8 +439,28 @@ def attach_pnp_pose(result: FrameResult, max_points: Optional[int] = PNP_MAX_POI
     if result.focal is None:
         return
     from . import geometry
+    K = result.K
+    pp = fy = None
+    if K is not None:
+        pp, fy = (float(K[0, 2]), float(K[1, 2])), float(K[1, 1])
     try:
         result.T_world_cam = geometry.estimate_pose_pnp(result.pts3d, result.focal,
-                                                        mask=pnp_mask(result.conf, max_points))
+                                                        mask=pnp_mask(result.conf, max_points),
+                                                        pp=pp, fy=fy)
     except ValueError as exc:
         _LOG.warning('pose of frame %d not estimated: %s', result.index, exc)
+
+
+def _check_K(K: np.ndarray) -> np.ndarray:
+    """Return ``K`` as ``[3, 3]`` float64 after checking it is a pinhole matrix.
+
+    :raises ValueError: for another shape, non-finite values or focal lengths that are not
+        positive.
+    """
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3) or not np.isfinite(K).all():
+        raise ValueError(f'K must be a finite [3, 3] matrix, got shape {K.shape}')
+    if K[0, 0] <= 0 or K[1, 1] <= 0 or not np.allclose(K[2], (0.0, 0.0, 1.0)):
+        raise ValueError(f'K is not a pinhole matrix [fx 0 cx; 0 fy cy; 0 0 1] with fx, fy > 0: '
+                         f'{K.ravel().tolist()}')
+    return K

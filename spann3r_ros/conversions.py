@@ -222,17 +222,27 @@ def float_image_msg(header: Header, array: np.ndarray) -> Image:
     return msg
 
 
-def camera_info_msg(header: Header, size: int, focal: float) -> CameraInfo:
+def camera_info_msg(header: Header, size: int, focal: Optional[float] = None,
+                    K: Optional[np.ndarray] = None) -> CameraInfo:
     """Return the pinhole ``CameraInfo`` of the model's ``size x size`` crop.
 
-    The principal point is the image centre ``(size / 2, size / 2)``, where the focal
-    estimate assumes it.
+    :param size: side of the crop in pixels.
+    :param focal: focal length with square pixels and the principal point at the centre
+        ``(size / 2, size / 2)``, where the focal estimate assumes it (when ``K`` is None).
+    :param K: ``[3, 3]`` intrinsics of the crop (e.g. a camera_info's K mapped through it).
+    :raises ValueError: when neither ``focal`` nor ``K`` is given.
     """
-    c = size / 2.0
+    if K is None:
+        if focal is None:
+            raise ValueError('camera_info_msg needs a focal or a K')
+        c = size / 2.0
+        K = np.array([[focal, 0.0, c], [0.0, focal, c], [0.0, 0.0, 1.0]])
+    K = np.asarray(K, dtype=np.float64)
+    fx, fy, cx, cy, skew = (float(v) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2], K[0, 1]))
     return CameraInfo(header=header, height=size, width=size, distortion_model='plumb_bob',
-                      d=[0.0] * 5, k=[focal, 0.0, c, 0.0, focal, c, 0.0, 0.0, 1.0],
+                      d=[0.0] * 5, k=[fx, skew, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
                       r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-                      p=[focal, 0.0, c, 0.0, 0.0, focal, c, 0.0, 0.0, 0.0, 1.0, 0.0])
+                      p=[fx, skew, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0])
 
 
 def stamp_to_seconds(header: Header) -> float:

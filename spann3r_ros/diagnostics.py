@@ -71,8 +71,8 @@ def _ms(values: Any, q: float) -> str:
 
 def diagnostics_msg(stamp: Any, *, node_name: str, device: str, stats: NodeStats,
                     worker: Any, paused: bool, map_points: int,
-                    error: Optional[BaseException], full_name: Optional[str] = None
-                    ) -> DiagnosticArray:
+                    error: Optional[BaseException], full_name: Optional[str] = None,
+                    intrinsics: Optional[dict[str, str]] = None) -> DiagnosticArray:
     """Build the ``DiagnosticArray`` with rates, latency, drops, stage times, memory and device.
 
     Latency is that of the published frames, from the arrival of each one's image to the end
@@ -85,6 +85,8 @@ def diagnostics_msg(stamp: Any, *, node_name: str, device: str, stats: NodeStats
     :param node_name: the node's name, which starts the status name (``NAME: reconstruction``).
     :param full_name: its fully qualified name, reported as the value ``node`` (the status name
         alone cannot tell same-named nodes in different namespaces apart).
+    :param intrinsics: values on the cameras' intrinsics (``intrinsics_camera_<i>``: their
+        source), added as they are.
     """
     level, message = DiagnosticStatus.OK, 'reconstructing'
     if paused:
@@ -126,6 +128,7 @@ def diagnostics_msg(stamp: Any, *, node_name: str, device: str, stats: NodeStats
         'paused': str(paused).lower(),
     }
     values.update({f'malformed_{k}': str(v) for k, v in sorted(stats.rejected.items())})
+    values.update(intrinsics or {})
     status = DiagnosticStatus(level=level, name=f'{node_name}: reconstruction', message=message,
                               hardware_id=device,
                               values=[KeyValue(key=k, value=v) for k, v in values.items()])

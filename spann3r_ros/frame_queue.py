@@ -22,6 +22,7 @@ class Frame:
     :param rgb: ``[H, W, 3]`` uint8 image.
     :param header: the original message header (returned with the outputs).
     :param received: monotonic time the callback received it, for latency statistics.
+    :param K: ``[3, 3]`` intrinsics of ``rgb`` from the camera's camera_info, when known.
     """
 
     camera: int
@@ -29,6 +30,7 @@ class Frame:
     rgb: Any
     header: Any = None
     received: float = 0.0
+    K: Any = None
 
 
 class LatestFrameQueue:

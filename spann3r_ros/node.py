@@ -10,6 +10,7 @@ raises drops and counts the frame (the exception's type is in diagnostics), a se
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timezone
 import functools
 import os
@@ -102,6 +103,13 @@ class Spann3rNode(Node):
         self._path_published_at = -PATH_PERIOD
         self._path_header: Optional[Header] = None
         self._failure_logged: dict[str, float] = {}
+        # Per camera: the newest usable camera_info (K, width, height), written by its callback.
+        self._camera_info_lock = threading.Lock()
+        self._camera_info: dict[int, tuple[np.ndarray, int, int]] = {}
+        self._camera_info_ignored: Counter[str] = Counter()
+        self._camera_info_warned: set[tuple[int, str]] = set()
+        # Per camera: where the intrinsics of its newest output came from (output thread).
+        self._intrinsics_used: dict[int, str] = {}
         session, self.model_config = self._load_session(cfg)
         from spann3r_model.mapping import VoxelMap
         voxel_map = VoxelMap(cfg.map_voxel_size, cfg.map_max_points)
@@ -148,8 +156,9 @@ class Spann3rNode(Node):
         prev, prev_frame = state['session_meta'].get('prev'), None
         if prev is not None:
             stamp = float(prev['stamp'])
-            header = Header(stamp=_time_msg(stamp), frame_id=self.config.camera_frame)
-            prev_frame = Frame(camera=0, stamp=stamp, rgb=None, header=header)
+            camera = int(prev.get('camera', 0))
+            header = Header(stamp=_time_msg(stamp), frame_id=self.config.camera_frame_for(camera))
+            prev_frame = Frame(camera=camera, stamp=stamp, rgb=None, header=header)
         worker.restore(state, prev_frame)
         self.get_logger().info(f'resumed {directory}: {len(state["trajectory"])} poses, '
                                f'{len(worker.voxel_map)} map points')
@@ -174,6 +183,16 @@ class Spann3rNode(Node):
                 callback_group=MutuallyExclusiveCallbackGroup())
             # The resolved name, after namespace and remapping: what the node really listens to.
             self._input_topics.append(subscription.topic_name)
+            info_topic = camera_info_topic(self.resolve_topic_name(topic))
+            if info_topic == self.resolve_topic_name('camera_info'):
+                # An image topic in the node's own namespace would pair with its own output.
+                self.get_logger().warning(
+                    f'camera {camera}: its camera_info topic {info_topic} is the output '
+                    'of this node; its focal is estimated from the images')
+                continue
+            self.create_subscription(
+                CameraInfo, info_topic, self._make_camera_info_callback(camera),
+                qos_profile_sensor_data, callback_group=MutuallyExclusiveCallbackGroup())
         sensor = qos_profile_sensor_data
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                              reliability=ReliabilityPolicy.RELIABLE,
@@ -258,6 +277,46 @@ class Spann3rNode(Node):
                              f'{type(exc).__name__} in the image callback: {exc}')
         return callback
 
+    def _make_camera_info_callback(self, camera: int) -> Any:
+        def callback(msg: CameraInfo) -> None:
+            try:
+                self._on_camera_info(camera, msg)
+            except Exception as exc:  # one bad message must not end the executor
+                self._log_failure(f'camera_info callback of camera {camera}', exc)
+        return callback
+
+    def _on_camera_info(self, camera: int, msg: CameraInfo) -> None:
+        K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+        if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+            # An uncalibrated driver publishes K = 0; the focal is estimated instead.
+            self._ignore_camera_info(camera, 'uncalibrated', f'K = {K.ravel().tolist()}')
+            return
+        with self._camera_info_lock:
+            self._camera_info[camera] = (K, int(msg.width), int(msg.height))
+
+    def _ignore_camera_info(self, camera: int, reason: str, detail: str) -> None:
+        with self._camera_info_lock:
+            self._camera_info_ignored[reason] += 1
+            first = (camera, reason) not in self._camera_info_warned
+            self._camera_info_warned.add((camera, reason))
+        if first:
+            self.get_logger().warning(f'camera {camera}: camera_info ignored ({reason}): '
+                                      f'{detail}; its focal is estimated from the images')
+
+    def _intrinsics_for(self, camera: int, width: int, height: int) -> Optional[np.ndarray]:
+        """Return the K of the camera's newest camera_info, if it is for images of this size."""
+        with self._camera_info_lock:
+            info = self._camera_info.get(camera)
+        if info is None:
+            return None
+        K, info_width, info_height = info
+        if (info_width, info_height) != (width, height) and (info_width or info_height):
+            self._ignore_camera_info(camera, 'size_mismatch',
+                                     f'it is for {info_width}x{info_height} images, the images '
+                                     f'are {width}x{height}')
+            return None
+        return K
+
     def _on_image(self, camera: int, msg: Any) -> None:
         received = time.monotonic()
         self.stats.count('received')
@@ -282,8 +341,9 @@ class Spann3rNode(Node):
         except ImageRejected as exc:
             self._reject(exc.reason, str(exc))
             return
+        K = self._intrinsics_for(camera, rgb.shape[1], rgb.shape[0])
         self.worker.queue.put(Frame(camera=camera, stamp=stamp, rgb=rgb, header=msg.header,
-                                    received=received))
+                                    received=received, K=K))
 
     def _reject(self, reason: str, detail: str) -> None:
         if self.stats.reject(reason):
@@ -302,8 +362,18 @@ class Spann3rNode(Node):
         self.pub_conf.publish(float_image_msg(cam_header, out.conf))
         if out.depth is not None:
             self.pub_depth.publish(float_image_msg(cam_header, out.depth))
-        if out.focal is not None:
-            self.pub_info.publish(camera_info_msg(cam_header, out.conf.shape[0], out.focal))
+        if out.focal is not None or out.K is not None:
+            self.pub_info.publish(camera_info_msg(cam_header, out.conf.shape[0], out.focal,
+                                                  K=out.K))
+        camera = out.frame.camera
+        if out.intrinsics is not None and self._intrinsics_used.get(camera) != out.intrinsics:
+            self._intrinsics_used[camera] = out.intrinsics
+            fx, fy, cx, cy = (out.K[0, 0], out.K[1, 1], out.K[0, 2], out.K[1, 2]) \
+                if out.K is not None else (out.focal, out.focal, np.nan, np.nan)
+            source = ('from its camera_info' if out.intrinsics == 'camera_info'
+                      else 'estimated from its first frame')
+            self.get_logger().info(f'camera {camera}: intrinsics {source} (model crop fx '
+                                   f'{fx:.1f}, fy {fy:.1f}, cx {cx:.1f}, cy {cy:.1f})')
         if out.T_map_cam is not None:
             pose = _pose_stamped(map_header, out.T_map_cam)
             self.pub_pose.publish(pose)
@@ -375,7 +445,21 @@ class Spann3rNode(Node):
             full_name=self.get_fully_qualified_name(),
             device=str(self.worker.session.device), stats=self.stats, worker=self.worker,
             paused=self.paused, map_points=len(self.worker.voxel_map),
-            error=self.worker.error))
+            error=self.worker.error, intrinsics=self.intrinsics_status()))
+
+    def intrinsics_status(self) -> dict[str, str]:
+        """Return the diagnostics values on intrinsics: their source per camera, ignored infos.
+
+        ``intrinsics_camera_<i>`` is ``camera_info``, ``estimated`` or ``pending`` (no output of
+        that camera yet); ``camera_info_ignored_<reason>`` counts camera_info messages
+        (``uncalibrated``) or frames (``size_mismatch``) whose camera_info was not used.
+        """
+        values = {f'intrinsics_camera_{camera}': self._intrinsics_used.get(camera, 'pending')
+                  for camera in range(len(self.config.image_topics))}
+        with self._camera_info_lock:
+            values.update({f'camera_info_ignored_{reason}': str(n)
+                           for reason, n in sorted(self._camera_info_ignored.items())})
+        return values
 
     # -- services ---------------------------------------------------------------------------
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response
@@ -452,6 +536,17 @@ class Spann3rNode(Node):
             timeout (logged), and the node must then not be destroyed.
         """
         return self.worker.stop()
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """Return the camera_info topic next to an image topic, as image_transport pairs them.
+
+    ``/cam/color/image_raw`` -> ``/cam/color/camera_info``.
+
+    :param image_topic: the resolved (absolute, remapped) image topic.
+    """
+    namespace = image_topic.rstrip('/').rsplit('/', 1)[0]
+    return f'{namespace}/camera_info'
 
 
 def _inside(directory: Path, name: str) -> Path:

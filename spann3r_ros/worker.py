@@ -6,7 +6,7 @@ ROS-free on purpose: the node feeds :class:`LatestFrameQueue` from its callbacks
 Two stages, each on its own thread (``pipelined=True``, the default):
 
 * **inference** (``spann3r-model``) takes the newest frame and runs only what needs the model:
-  preprocessing, the session step with its memory write, the focal of a reconstruction's first
+  preprocessing, the session step with its memory write, the focal of each camera's first
   frame, and segment restarts (which re-run frames through the model). It holds
   :attr:`ReconstructionWorker.model_lock` while it does.
 * **output** (``spann3r-output``) does everything after the model, in frame order: the PnP pose,
@@ -74,13 +74,15 @@ class Output:
     :param mask: ``[H, W]`` bool, finite points at or above ``min_confidence``.
     :param T_map_cam: ``[4, 4]`` pose of the camera optical frame in the map, when estimated.
     :param depth: ``[H, W]`` float32 depth along the optical axis, when the pose is known.
-    :param focal: focal length of the model crop in pixels, when estimated.
+    :param focal: focal length (``fx``) of the model crop in pixels, when known.
     :param provisional: True for the head-2 estimate.
     :param segment: memory segment number.
     :param memory: memory bookkeeping after the step.
     :param model_time: seconds spent in the session step.
     :param received: monotonic time the node received *this result's* frame (in refined mode
         the frame before the one whose step produced it), for its latency.
+    :param K: ``[3, 3]`` intrinsics of the model crop, when known.
+    :param intrinsics: where they come from, ``'camera_info'`` or ``'estimated'``.
     """
 
     frame: Frame
@@ -97,6 +99,8 @@ class Output:
     memory: MemoryStats
     model_time: float
     received: float = 0.0
+    K: Optional[np.ndarray] = None
+    intrinsics: Optional[str] = None
 
 
 @dataclass
@@ -505,7 +509,7 @@ class ReconstructionWorker:
         self._pending[self._step_count] = frame
         self._step_count += 1
         t0 = time.monotonic()
-        out = self.session.step(frame.rgb, frame.stamp)
+        out = _step(self.session, frame)
         model_time = time.monotonic() - t0
         self.model_times.append(model_time)
         self.stage_times['model'].append(model_time)
@@ -620,7 +624,7 @@ class ReconstructionWorker:
                       mask=geometry.mask, T_map_cam=T_map_cam, depth=depth,
                       focal=result.focal, provisional=result.provisional,
                       segment=step.segment, memory=step.memory, model_time=step.model_time,
-                      received=frame.received)
+                      received=frame.received, K=result.K, intrinsics=result.intrinsics)
 
     # -- segments ---------------------------------------------------------------------------
     def _segment_due(self, refined: FrameResult) -> bool:
@@ -660,7 +664,7 @@ class ReconstructionWorker:
             new_points: dict[int, FrameResult] = {}
             for i, (frame, _, _) in enumerate(shared):
                 self._pending[i] = frame
-                refined = self.session.step(frame.rgb, frame.stamp).refined
+                refined = _step(self.session, frame).refined
                 if refined is not None:
                     new_points[refined.index] = refined
             # The last shared frame's own estimate (head 2) without advancing the session.
@@ -690,6 +694,17 @@ class ReconstructionWorker:
             self.log.info(f'segment {self.segment}: aligned through {len(used)} shared frames, '
                           f'{len(src)} points, scale {sim3.scale:.4f}')
             return True
+
+
+def _step(session: Any, frame: Frame) -> Any:
+    """Run ``session.step`` on a frame, with its camera and intrinsics where they matter.
+
+    A frame of camera 0 without intrinsics is stepped as ``step(rgb, stamp)``, so sessions
+    that know of one camera only (stand-ins, wrappers) keep working.
+    """
+    if frame.camera == 0 and frame.K is None:
+        return session.step(frame.rgb, frame.stamp)
+    return session.step(frame.rgb, frame.stamp, camera=frame.camera, K=frame.K)
 
 
 def _finite_points(points: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ from scipy.spatial.transform import Rotation
 from spann3r_model.geometry import (
     depth_from_pointmap,
     estimate_focal,
+    estimate_focal_posed,
     estimate_pose_pnp,
     invert_pose,
     optical_to_rep103_points,
@@ -120,6 +121,51 @@ def test_focal_then_pose_then_depth_chain() -> None:
     recovered = depth_from_pointmap(transform_points(T_world_cam, pts_cam), T)
     assert recovered.dtype == np.float32 and recovered.shape == (H, W)
     np.testing.assert_allclose(recovered, depth, rtol=1e-5)
+
+
+def _camera_points_K(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
+    # Back-projection through a full K (fx != fy, off-centre principal point).
+    height, width = depth.shape
+    u, v = np.meshgrid(np.arange(width, dtype=float), np.arange(height, dtype=float))
+    y = (v - K[1, 2]) / K[1, 1]
+    x = (u - K[0, 2] - K[0, 1] * y) / K[0, 0]
+    return np.stack([x * depth, y * depth, depth], axis=-1)
+
+
+@pytest.mark.parametrize('seed', [0, 4])
+def test_pnp_with_a_known_K_recovers_the_pose(seed: int) -> None:
+    K = np.array([[52.0, 0.0, 27.5], [0.0, 58.0, 26.0], [0.0, 0.0, 1.0]])
+    T_world_cam = _pose(seed)
+    pts_world = transform_points(T_world_cam, _camera_points_K(_depth(), K))
+    T = estimate_pose_pnp(pts_world, K[0, 0], pp=(K[0, 2], K[1, 2]), fy=K[1, 1])
+    assert T is not None and np.abs(T - T_world_cam).max() < 1e-6
+    # With one focal and the centred principal point the same points give a wrong pose.
+    T_square = estimate_pose_pnp(pts_world, K[0, 0])
+    assert T_square is None or np.abs(T_square - T_world_cam).max() > 1e-2
+    with pytest.raises(ValueError, match='fy'):
+        estimate_pose_pnp(pts_world, K[0, 0], fy=0.0)
+
+
+@pytest.mark.parametrize('seed', [1, 2, 6])
+def test_focal_of_a_posed_camera_is_recovered_from_world_points(seed: int) -> None:
+    T_world_cam = _pose(seed)
+    pts_world = transform_points(T_world_cam, _camera_points(_depth(), F, (W / 2, H / 2)))
+    assert estimate_focal_posed(pts_world) == pytest.approx(F, rel=1e-3)
+    # The first-frame estimate assumes the camera is the world, which it is not here.
+    assert abs(estimate_focal(pts_world) - F) > 0.05 * F
+
+
+def test_focal_of_a_posed_camera_uses_the_mask_and_principal_point() -> None:
+    rng = np.random.default_rng(3)
+    pp = (30.0, 21.0)
+    pts_world = transform_points(_pose(8), _camera_points(_depth(), F, pp))
+    bad = rng.random((H, W)) < 0.2
+    pts_world[bad] += rng.normal(scale=2.0, size=(bad.sum(), 3))
+    assert estimate_focal_posed(pts_world, mask=~bad, pp=pp) == pytest.approx(F, rel=1e-3)
+    # A minority of outliers moves the median-based estimate only a little.
+    assert estimate_focal_posed(pts_world, pp=pp) == pytest.approx(F, rel=0.05)
+    with pytest.raises(ValueError, match='usable'):
+        estimate_focal_posed(pts_world, mask=np.zeros((H, W), bool))
 
 
 def test_invert_pose() -> None:

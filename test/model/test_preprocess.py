@@ -103,6 +103,21 @@ def test_model_pixels_map_back_to_input_pixels(entry: dict) -> None:
     np.testing.assert_allclose(crop.model_to_input(uv_model), uv_in, atol=1e-9)
 
 
+def test_camera_K_maps_through_the_crop_as_computed_by_hand() -> None:
+    # 640x480: the first crop keeps the whole image, the scale is 224 / 480 = 7 / 15, the
+    # resize is 298x224 (640 * 7 / 15 = 298.67 floored) and the final crop starts at x = 37.
+    # The flooring residual shifts the pixel centres by (298.67 - 298) / 2 = 1 / 3.
+    crop = compute_crop(640, 480)
+    assert (crop.crop1, crop.resized_wh, crop.offset) == ((0, 0, 640, 480), (298, 224), (37, 0))
+    K = np.array([[500.0, 0.0, 330.0], [0.0, 510.0, 250.0], [0.0, 0.0, 1.0]])
+    s = 7.0 / 15.0
+    expected = np.array([[500.0 * s, 0.0, (330.0 + 0.5) * s - 0.5 - 37.0 - 1.0 / 3.0],
+                         [0.0, 510.0 * s, (250.0 + 0.5) * s - 0.5],
+                         [0.0, 0.0, 1.0]])
+    np.testing.assert_allclose(expected[:2, 2], [116.4, 116.4], atol=1e-9)
+    np.testing.assert_allclose(crop.input_to_model_intrinsics(K), expected, atol=1e-5)
+
+
 def test_jpeg_decodes_like_the_official_run() -> None:
     expected = json.loads((DATA / 'expected' / 'decoded.json').read_text())['img01.decoded_u8']
     rgb = _load(IMAGES[1])

@@ -186,3 +186,45 @@ def test_bf16_autocast_on_the_cpu_keeps_float32_results_and_state(parity_model, 
     assert np.isfinite(fp32.step(parity_frames[5], 5.0).refined.pts3d).all()
     s.load_state(fp32.state_dict(), fp32.metadata())
     assert np.isfinite(s.step(parity_frames[6], 6.0).refined.pts3d).all()
+
+
+def test_intrinsics_are_kept_per_camera_and_saved(parity_model, parity_configs, parity_frames):
+    from spann3r_model.geometry import estimate_focal_posed
+    from spann3r_model.preprocess import compute_crop
+    from spann3r_model.session import pnp_mask
+    s = StreamingSession(parity_model, parity_configs[1], CPU, estimate_pose=True)
+    height, width = parity_frames[0].shape[:2]
+    K0 = np.array([[200.0, 0.0, width / 2 + 7.0], [0.0, 215.0, height / 2 - 5.0], [0, 0, 1]])
+    results = []
+    for i, rgb in enumerate(parity_frames[:6]):
+        camera = i % 2
+        out = s.step(rgb, float(i), camera=camera, K=K0 if camera == 0 else None)
+        results.append(out.refined)
+    results = results[1:] + [s.flush()]
+    assert [r.camera for r in results] == [0, 1, 0, 1, 0, 1]
+    expected_K0 = compute_crop(width, height).input_to_model_intrinsics(K0)
+    for r in results[0::2]:
+        assert r.intrinsics == 'camera_info'
+        np.testing.assert_array_equal(r.K, expected_K0)
+        assert r.focal == expected_K0[0, 0]
+    # Camera 1's focal comes from its own first frame (index 1), camera 0's is never estimated.
+    first = results[1]
+    focal1 = estimate_focal_posed(first.pts3d, mask=pnp_mask(first.conf))
+    for r in results[1::2]:
+        assert r.intrinsics == 'estimated' and r.focal == focal1
+        np.testing.assert_array_equal(r.K[:2, 2], (112.0, 112.0))
+    meta = json.loads(json.dumps(s.metadata()))
+    assert meta['focals'] == {'1': focal1} and meta['focal'] is None
+    assert meta['prev']['camera'] == 1
+    resumed = StreamingSession(parity_model, parity_configs[1], CPU, estimate_pose=True)
+    resumed.load_state(s.state_dict(), meta)
+    nxt = resumed.step(parity_frames[6], 6.0, camera=1)
+    assert nxt.refined.camera == 1 and nxt.refined.focal == focal1
+    with pytest.raises(ValueError, match='pinhole'):
+        s.step(parity_frames[0], 7.0, camera=0, K=np.zeros((3, 3)))
+    # A state saved with one focal (before per-camera focals) gives it to camera 0.
+    old = dict(meta, focal=123.0)
+    del old['focals'], old['first_index']
+    old['prev'] = {k: v for k, v in meta['prev'].items() if k not in ('camera', 'K')}
+    resumed.load_state(s.state_dict(), old)
+    assert resumed.step(parity_frames[6], 6.0).refined.focal == 123.0

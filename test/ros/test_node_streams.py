@@ -171,3 +171,71 @@ def test_path_covers_the_whole_run_thinned_and_restarts_after_reset(ros, checkpo
         assert [_stamp(p.header) for p in harness.msgs('path')[-1].poses] == [new[0]]
     finally:
         harness.close()
+
+
+def test_each_camera_has_its_own_intrinsics(ros, checkpoint, tmp_path, monkeypatch):
+    from sensor_msgs.msg import CameraInfo
+
+    from spann3r_model import geometry
+    from spann3r_ros.node import camera_info_topic
+    assert camera_info_topic('/cam/color/image_raw') == '/cam/color/camera_info'
+    estimated = []
+    posed = geometry.estimate_focal_posed
+
+    def spy(pts3d, **kwargs):
+        estimated.append((pts3d.copy(), posed(pts3d, **kwargs)))
+        return estimated[-1][1]
+
+    monkeypatch.setattr(geometry, 'estimate_focal_posed', spy)
+    harness = Harness(_node(checkpoint, tmp_path, image_topics=['/front/image_raw', 'rear']),
+                      image_topic='/front/image_raw')
+    rear = harness.probe.create_publisher(Image, 'rear', 10)
+    info_pub = harness.probe.create_publisher(CameraInfo, '/front/camera_info', 10)
+    harness.wait_for(lambda: rear.get_subscription_count() > 0, 10, 'rear subscription')
+    try:
+        node, worker = harness.node, harness.node.worker
+        info = CameraInfo(width=256, height=192)
+        info.k = [300.0, 0.0, 131.0, 0.0, 310.0, 93.0, 0.0, 0.0, 1.0]
+        harness.wait_for(lambda: info_pub.publish(info) or 0 in node._camera_info, 10,
+                         'camera_info of camera 0')
+        camera_of = {}
+        for i in range(3):
+            _feed_one(harness, smooth_frame(i, width=256, height=192), 10.0 + 0.2 * i)
+            camera_of[round(10.0 + 0.2 * i, 6)] = 0
+            _feed_one(harness, smooth_frame(20 + i, width=200, height=150), 10.1 + 0.2 * i, rear)
+            camera_of[round(10.1 + 0.2 * i, 6)] = 1
+        harness.wait_for(lambda: worker.published == 5, 10, 'outputs')
+        harness.wait_for(lambda: len(harness.msgs('camera_info')) == 5, 10, 'camera_info')
+        # 256x192 -> scale 224 / 192 = 7 / 6, resized to 298x224, final crop at x = 37, and
+        # the pixel centres shift by (256 * 7 / 6 - 298) / 2 = 1 / 3.
+        s = 7.0 / 6.0
+        K0 = [300.0 * s, 0.0, (131.0 + 0.5) * s - 0.5 - 37.0 - 1.0 / 3.0,
+              0.0, 310.0 * s, (93.0 + 0.5) * s - 0.5, 0.0, 0.0, 1.0]
+        infos = {camera_of[_stamp(m.header)]: m for m in harness.msgs('camera_info')}
+        np.testing.assert_allclose(infos[0].k, K0, atol=1e-4)
+        assert infos[0].header.frame_id == node.config.camera_frame_for(0)
+        # Camera 1 has no camera_info: its focal is estimated once, from its own first frame
+        # (index 1), whose published cloud holds the same points.
+        assert len(estimated) == 1
+        pts3d, focal1 = estimated[0]
+        np.testing.assert_allclose(infos[1].k, [focal1, 0, 112, 0, focal1, 112, 0, 0, 1])
+        cloud = _points_by_stamp(harness)[10.1]
+        mask = np.isfinite(pts3d).all(-1)  # min_confidence 1.0 keeps every finite point
+        np.testing.assert_allclose(_xyz(cloud), optical_to_rep103_points(pts3d[mask]),
+                                   rtol=1e-5, atol=1e-5)
+        assert focal1 != geometry.estimate_focal(pts3d)
+        assert node.intrinsics_status() == {'intrinsics_camera_0': 'camera_info',
+                                            'intrinsics_camera_1': 'estimated'}
+
+        # A camera_info for another image size is not used, and counted.
+        info.width, info.height = 640, 480
+        harness.wait_for(lambda: info_pub.publish(info) or node._camera_info[0][1] == 640, 10,
+                         'second camera_info')
+        _feed_one(harness, smooth_frame(5, width=256, height=192), 11.0)
+        _feed_one(harness, smooth_frame(6, width=256, height=192), 11.2)
+        harness.wait_for(lambda: worker.published == 7, 10, 'outputs')
+        status = node.intrinsics_status()
+        assert status['camera_info_ignored_size_mismatch'] == '2'
+        assert status['intrinsics_camera_0'] == 'estimated'
+    finally:
+        harness.close()
