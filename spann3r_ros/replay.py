@@ -133,7 +133,8 @@ def evaluate(scene: ScanNetScene, frame_ids: list[int], preds: Predictions,
     if preds.source is not None and preds.origin == 'ours':
         if preds.source.max(initial=-1) >= len(frame_ids):
             raise ValueError(f'predictions refer to input frame {int(preds.source.max())}, '
-                             f'the sequence has {len(frame_ids)} selected frames')
+                             f'the sequence has {len(frame_ids)} selected frames: evaluate with '
+                             'the --every / --max-frames the reconstruction used')
         frame_ids = [frame_ids[int(i)] for i in preds.source]
     if len(preds.pts3d) != len(frame_ids):
         raise ValueError(f'{len(preds.pts3d)} predicted frames for {len(frame_ids)} ground-truth '
