@@ -12,7 +12,7 @@ CONSOLE_SCRIPTS = [
     'spann3r_node = spann3r_ros.node:main',
     'spann3r-synth = spann3r_ros.synthetic_cli:main',
     'spann3r-export = spann3r_ros.bag_export:main',
-    'spann3r-eval = spann3r_ros.replay:main',
+    'spann3r-eval = spann3r_ros.eval_cli:main',
     'spann3r-reconstruct = spann3r_ros.reconstruct:main',
     'spann3r-train = spann3r_training.train:main',
 ]

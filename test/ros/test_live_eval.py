@@ -21,11 +21,11 @@ from spann3r_model.config import EngineConfig
 from spann3r_model.geometry import optical_to_rep103_pose
 from spann3r_model.session import StreamingSession
 from spann3r_ros.demo_player import NodeOutput, Playback
+from spann3r_ros.eval_cli import main as eval_main
 from spann3r_ros.live_eval import score_playback
 from spann3r_ros.node import Spann3rNode
 from spann3r_ros.predictions import Predictions
 from spann3r_ros.replay import evaluate, run_session
-from spann3r_ros.replay import main as eval_main
 from spann3r_ros.scannet import ScanNetScene
 
 WEIGHTS = Path(__file__).resolve().parents[2] / 'weights' / 'spann3r_tiny_demo.safetensors'

@@ -16,9 +16,9 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
 from spann3r_ros.demo_player import frames_processed
+from spann3r_ros.eval_cli import main as eval_main
 from spann3r_ros.node import Spann3rNode
 from spann3r_ros.node_discovery import NodeTarget
-from spann3r_ros.replay import main as eval_main
 
 WEIGHTS = Path(__file__).resolve().parents[2] / 'weights' / 'spann3r_tiny_demo.safetensors'
 FRAMES = 3

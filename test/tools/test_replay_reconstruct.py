@@ -15,7 +15,7 @@ from spann3r_model.results import FrameResult
 from spann3r_model.session import StreamingSession
 from spann3r_model.spann3r import Spann3R
 from spann3r_ros import reconstruct as reconstruct_module
-from spann3r_ros import replay
+from spann3r_ros.eval_cli import main as eval_main
 from spann3r_ros.gt_views import load_views, to_first_camera
 from spann3r_ros.predictions import load_predictions, write_frame, write_info
 from spann3r_ros.reconstruct import main as reconstruct_main
@@ -53,8 +53,8 @@ def test_ground_truth_against_itself_scores_zero(synth_root, tmp_path):
         write_frame(pred_dir, result, source=i)
     write_info(pred_dir, {'crop_centre': 'image'})
     out = tmp_path / 'report'
-    assert replay.main([str(synth_root), '--predictions', str(pred_dir), '--out',
-                        str(out)]) == 0
+    assert eval_main([str(synth_root), '--predictions', str(pred_dir), '--out',
+                      str(out)]) == 0
     report = json.loads((out / 'report.json').read_text())
     m = report['metrics']
     assert m['acc'] < 1e-5 and m['comp'] < 1e-5 and m['nc'] > 0.999
@@ -65,9 +65,9 @@ def test_ground_truth_against_itself_scores_zero(synth_root, tmp_path):
 
 def test_offline_eval_with_checkpoint_reports_latency(synth_root, tiny_checkpoint, tmp_path):
     out = tmp_path / 'report'
-    assert replay.main([str(synth_root), '--checkpoint', str(tiny_checkpoint), '--device',
-                        'cpu', '--no-pose', '--out', str(out), '--max-frames', '3', '--image-size',
-                        '64']) == 0
+    assert eval_main([str(synth_root), '--checkpoint', str(tiny_checkpoint), '--device',
+                      'cpu', '--no-pose', '--out', str(out), '--max-frames', '3', '--image-size',
+                      '64']) == 0
     report = json.loads((out / 'report.json').read_text())
     assert report['n_frames'] == 3 and report['latency']['n'] == 3
     assert report['latency']['p50_ms'] > 0 and np.isfinite(report['metrics']['acc'])
@@ -75,9 +75,9 @@ def test_offline_eval_with_checkpoint_reports_latency(synth_root, tiny_checkpoin
 
 
 def test_eval_errors_are_clear(synth_root, tmp_path, capsys):
-    assert replay.main([str(tmp_path / 'nothing'), '--predictions', str(tmp_path)]) == 2
+    assert eval_main([str(tmp_path / 'nothing'), '--predictions', str(tmp_path)]) == 2
     assert 'does not exist' in capsys.readouterr().err
-    assert replay.main([str(synth_root), '--predictions', str(tmp_path)]) == 2
+    assert eval_main([str(synth_root), '--predictions', str(tmp_path)]) == 2
     assert 'no predictions' in capsys.readouterr().err
 
 
@@ -95,8 +95,8 @@ def test_reconstruct_writes_all_outputs_and_eval_reads_them(synth_root, tiny_che
     assert info['n_frames'] == 4 and info['input_kind'] == 'scannet'
     assert not (tmp_path / 'rec.partial').exists()
     report_dir = tmp_path / 'report'
-    assert replay.main([str(synth_root), '--predictions', str(out), '--out',
-                        str(report_dir), '--no-icp']) == 0
+    assert eval_main([str(synth_root), '--predictions', str(out), '--out',
+                      str(report_dir), '--no-icp']) == 0
     assert json.loads((report_dir / 'report.json').read_text())['n_frames'] == 4
 
 
