@@ -110,9 +110,6 @@ class SpatialMemory:
         """Tokens currently stored."""
         return self.n
 
-    def _view(self, t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        return None if t is None else t[:, :self.n]
-
     def frames(self) -> list[int]:
         """Frame indices with at least one token stored (batch element 0), ascending."""
         if self.origin is None or self.n == 0:

@@ -124,7 +124,6 @@ class StreamingSession:
         #: for callers that run PnP outside the thread of the model.
         self.defer_pnp = False
         self._autocast_dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(precision)
-        self._geometry_warned = False
         self.reset()
 
     @classmethod
@@ -265,13 +264,7 @@ class StreamingSession:
         return result
 
     def _attach_pose(self, result: FrameResult, K: Optional[np.ndarray]) -> None:
-        try:
-            from . import geometry
-        except ImportError:
-            if not self._geometry_warned:
-                _LOG.warning('spann3r_model.geometry is not available: poses are not estimated')
-                self._geometry_warned = True
-            return
+        from . import geometry
         if K is not None:
             result.K, result.focal, result.intrinsics = K.copy(), float(K[0, 0]), 'camera_info'
         else:

@@ -109,10 +109,6 @@ class BagReader:
         """``{topic: msgtype}`` of every connection."""
         return {c.topic: c.msgtype for c in self._reader.connections}
 
-    def message_count(self, topics: list[str]) -> int:
-        """Count the messages on ``topics``."""
-        return sum(c.msgcount for c in self._reader.connections if c.topic in topics)
-
     def messages(self, topics: list[str]) -> Iterator[tuple[str, int, Any]]:
         """Yield ``(topic, receive_ns, message)`` in bag order for ``topics``.
 

@@ -143,7 +143,7 @@ class Spann3rNode(Node):
             path, engine_config=cfg.engine_config(), memory_config=cfg.memory_config(),
             preset=cfg.model_preset or None, provisional=cfg.provisional,
             estimate_pose=cfg.estimate_pose)
-        return session, session.model.config if hasattr(session, 'model') else None
+        return session, session.model.config
 
     def _identity(self) -> dict:
         model_cfg = self.model_config.to_dict() if self.model_config is not None else {}

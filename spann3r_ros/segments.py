@@ -51,11 +51,6 @@ class Sim3:
         T[:3, 3] = self.scale * self.R @ T_seg_cam[:3, 3] + self.t
         return T
 
-    def compose(self, inner: 'Sim3') -> 'Sim3':
-        """Return ``self o inner`` (apply ``inner`` first)."""
-        return Sim3(scale=self.scale * inner.scale, R=self.R @ inner.R,
-                    t=self.scale * self.R @ inner.t + self.t)
-
     def to_list(self) -> list[float]:
         """Return ``[scale, R (9, row-major), t (3)]`` for JSON."""
         return [float(self.scale)] + self.R.ravel().tolist() + self.t.ravel().tolist()
