@@ -8,9 +8,22 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from spann3r_model.layers import linear as linear_module
 from spann3r_model.layers.blocks import run_mlp
 from spann3r_model.layers.linear import _use_onednn, linear, onednn_linear_available
 from spann3r_model.quantize import quantize_linear_int8
+
+# The oneDNN path runs where torch has it; the fallback (torch's own layers, nothing packed)
+# runs everywhere, forced off where oneDNN is present.
+ONEDNN_CASES = ([pytest.param(True, id='onednn')] if onednn_linear_available() else []) + [
+    pytest.param(False, id='fallback')]
+
+
+@pytest.fixture(params=ONEDNN_CASES)
+def onednn(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    if not request.param:
+        monkeypatch.setattr(linear_module, 'onednn_linear_available', lambda: False)
+    return request.param
 
 
 def _layer(n_in: int = 64, n_out: int = 96, bias: bool = True) -> nn.Linear:
@@ -91,7 +104,7 @@ def test_pointwise_conv_as_linear_matches_conv():
         assert torch.equal(apply_conv(conv3, x), conv3(x))
 
 
-def test_packed_weights_follow_the_parameter():
+def test_packed_weights_follow_the_parameter(onednn):
     import gc
 
     from spann3r_model.layers.linear import pack_onednn_weights
@@ -99,16 +112,17 @@ def test_packed_weights_follow_the_parameter():
     torch.manual_seed(0)
     layer = _layer().eval()
     x = torch.randn(1, 7, 64)
-    if not onednn_linear_available():
-        assert pack_onednn_weights([layer.weight]) == 0
-        return
+    gc.collect()  # packed copies of layers that earlier tests left to the collector go now
     before = packed_bytes()
     with torch.no_grad():
+        assert _use_onednn(layer, x) == onednn
         plain = linear(layer, x)
-        assert pack_onednn_weights([layer.weight]) == 1
+        assert torch.allclose(plain, layer(x), atol=1e-5)
+        assert pack_onednn_weights([layer.weight]) == int(onednn)
         packed = linear(layer, x)
         assert torch.allclose(packed, plain, atol=1e-6)
-        assert packed_bytes() == before + layer.weight.numel() * 4
+        # only the oneDNN path keeps a packed copy
+        assert packed_bytes() == before + onednn * layer.weight.numel() * 4
         # an in-place change of the weight (as load_state_dict makes) is picked up
         layer.weight.mul_(-1.0)
         assert torch.allclose(linear(layer, x), -(plain - layer.bias) + layer.bias, atol=1e-5)
@@ -117,7 +131,7 @@ def test_packed_weights_follow_the_parameter():
     assert packed_bytes() == before
 
 
-def test_head_with_packed_weights_matches_plain_head():
+def test_head_with_packed_weights_matches_plain_head(onednn):
     from spann3r_model.config import ModelConfig
     from spann3r_model.layers.dpt_head import DPTHead
     from spann3r_model.layers.linear import pack_onednn_weights
@@ -138,10 +152,7 @@ def test_head_with_packed_weights_matches_plain_head():
         fast = head(tokens, (size, size))
     for key in ('pts3d', 'conf'):
         assert torch.allclose(fast[key], plain[key], rtol=1e-4, atol=1e-5), key
-    if onednn_linear_available():
-        assert registered > 0 and packed_bytes() > before
-    else:
-        assert registered == 0
+    assert (registered > 0) == onednn and (packed_bytes() > before) == onednn
 
 
 def test_residual_sum_is_fused_or_added_alike():

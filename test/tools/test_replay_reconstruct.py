@@ -16,12 +16,12 @@ from spann3r_model.session import StreamingSession
 from spann3r_model.spann3r import Spann3R
 from spann3r_ros import reconstruct as reconstruct_module
 from spann3r_ros.eval_cli import main as eval_main
-from spann3r_ros.gt_views import load_views, to_first_camera
 from spann3r_ros.predictions import load_predictions, write_frame, write_info
 from spann3r_ros.reconstruct import main as reconstruct_main
 from spann3r_ros.reconstruct import reconstruct, unordered_order
-from spann3r_ros.scannet import ScanNetScene
+from spann3r_ros.synthetic import SyntheticConfig, SyntheticScene
 from spann3r_ros.synthetic_cli import main as synth_main
+from spann3r_ros.synthetic_cli import write_scannet
 
 
 @pytest.fixture(scope='module')
@@ -40,26 +40,42 @@ def tiny_checkpoint(tmp_path_factory):
     return path
 
 
-def test_ground_truth_against_itself_scores_zero(synth_root, tmp_path):
-    scene = ScanNetScene(synth_root / 'scans' / 'room')
-    views = load_views(scene, scene.frame_ids, centre='image')
-    gt_cam0, valid, T0 = to_first_camera(views)
+def _first_camera_points(depth_m, K, T_cam0_cam):
+    """``[H, W, 3]`` points of a pinhole depth map in camera 0's frame."""
+    v, u = np.mgrid[:depth_m.shape[0], :depth_m.shape[1]].astype(np.float64)
+    pts_cam = np.stack([(u - K[0, 2]) / K[0, 0] * depth_m, (v - K[1, 2]) / K[1, 1] * depth_m,
+                        depth_m], axis=-1)
+    return pts_cam @ T_cam0_cam[:3, :3].T + T_cam0_cam[:3, 3]
+
+
+def test_the_generators_geometry_scores_zero(tmp_path):
+    # The expected pointmaps come from the generator's own depth and poses and the pinhole
+    # model, not from the evaluation's loaders: square frames at the evaluation size make the
+    # official crop the identity, and the depth is what the ScanNet layout stores (millimetres).
+    size = 64
+    scene = SyntheticScene(SyntheticConfig(width=size, height=size, num_frames=4, seed=3))
+    write_scannet(scene, tmp_path / 'data', 'room', progress=False)
+    frames = list(scene.frames())
+    T_cam0_world = np.linalg.inv(frames[0].T_world_cam)
     pred_dir = tmp_path / 'pred'
-    for i, v in enumerate(views):
-        T_cam0_cam = np.linalg.inv(T0) @ v.T_world_cam.astype(np.float64)
-        result = FrameResult(index=i, stamp=float(i), pts3d=gt_cam0[i].astype(np.float32),
-                             conf=np.full(valid[i].shape, 5.0, np.float32), rgb=v.rgb,
-                             crop=None, T_world_cam=T_cam0_cam, focal=100.0)
-        write_frame(pred_dir, result, source=i)
+    for f in frames:
+        T_cam0_cam = T_cam0_world @ f.T_world_cam
+        depth_m = np.round(f.depth.astype(np.float64) * 1000.0) / 1000.0
+        pts = _first_camera_points(depth_m, f.K, T_cam0_cam)
+        result = FrameResult(index=f.index, stamp=f.stamp, pts3d=pts.astype(np.float32),
+                             conf=np.full((size, size), 5.0, np.float32), rgb=f.rgb,
+                             crop=None, T_world_cam=T_cam0_cam, focal=float(f.K[0, 0]))
+        write_frame(pred_dir, result, source=f.index)
     write_info(pred_dir, {'crop_centre': 'image'})
     out = tmp_path / 'report'
-    assert eval_main([str(synth_root), '--predictions', str(pred_dir), '--out',
+    assert eval_main([str(tmp_path / 'data'), '--predictions', str(pred_dir), '--out',
                       str(out)]) == 0
     report = json.loads((out / 'report.json').read_text())
+    assert report['evaluated_pixels'] == 4 * size * size  # the room is closed: depth everywhere
     m = report['metrics']
     assert m['acc'] < 1e-5 and m['comp'] < 1e-5 and m['nc'] > 0.999
-    assert report['alignment']['factor'] == pytest.approx(1.0, rel=1e-6)
-    assert report['ate']['rmse'] < 1e-5 and report['ate']['scale'] == pytest.approx(1.0)
+    assert report['alignment']['factor'] == pytest.approx(1.0, rel=1e-5)
+    assert report['ate']['rmse'] < 1e-5 and report['ate']['scale'] == pytest.approx(1.0, rel=1e-5)
     assert (out / 'trajectory.png').exists() and (out / 'ground_truth.ply').exists()
 
 
@@ -100,22 +116,40 @@ def test_reconstruct_writes_all_outputs_and_eval_reads_them(synth_root, tiny_che
     assert json.loads((report_dir / 'report.json').read_text())['n_frames'] == 4
 
 
-def test_unordered_picks_the_most_confident_chain(tiny_checkpoint):
+def _chain_score(session, images, prefix, k):
+    """Official ranking score of stepping view ``k`` after the views ``prefix``, from scratch.
+
+    The score is the mean of ``(c - 1) / c`` of the refined previous view plus that of view ``k``.
+    """
+    session.reset()
+    for i in prefix:
+        session.step(images[i], float(i))
+    out = session.step(images[k], float(k))
+    conf_prev, conf_new = out.refined.conf, session.flush().conf
+    return float(np.mean((conf_prev - 1) / conf_prev) + np.mean((conf_new - 1) / conf_new))
+
+
+def test_unordered_is_the_greedy_most_confident_chain(tiny_checkpoint):
+    # Expected: the pair with the highest score over all ordered pairs, then each time the view
+    # with the highest score after the chain so far, every trial replayed from a reset session
+    # (the function restores saved states instead).
     session = StreamingSession.from_checkpoint(str(tiny_checkpoint),
                                                engine_config=EngineConfig(device='cpu',
                                                                           image_size=32),
                                                estimate_pose=False)
-    rng = np.random.default_rng(0)
-    images = [rng.integers(0, 255, (40, 40, 3), dtype=np.uint8) for _ in range(3)]
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 255, (40, 40, 3), dtype=np.uint8) for _ in range(4)]
     order = unordered_order(session, images)
-    assert sorted(order) == [0, 1, 2]
-    # The first pair is the argmax of the pair score over all ordered pairs.
-    from spann3r_ros.reconstruct import _pair_score
-    scores = {(i, j): _pair_score(session, images[i], images[j])
-              for i in range(3) for j in range(3) if i != j}
-    assert tuple(order[:2]) == max(scores, key=scores.get)
-
-
+    pairs = {(i, j): _chain_score(session, images, [i], j)
+             for i in range(4) for j in range(4) if i != j}
+    expected = list(max(pairs, key=pairs.get))
+    while len(expected) < 4:
+        rest = [k for k in range(4) if k not in expected]
+        scores = {k: _chain_score(session, images, expected, k) for k in rest}
+        expected.append(max(scores, key=scores.get))
+    # these views make every choice matter: neither index order nor the first remaining view
+    assert expected[2] != min(set(range(4)) - set(expected[:2]))
+    assert order == expected
 
 
 def _files(root):
