@@ -45,6 +45,17 @@ def _usable(pts3d: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray:
     return keep
 
 
+def even_subset(index: np.ndarray, max_points: Optional[int]) -> np.ndarray:
+    """Return at most ``max_points`` of ``index``, at an even stride so they stay spread out.
+
+    :param index: ``[N]`` indices (e.g. of the usable pixels, in image order).
+    :param max_points: the cap; None keeps every index.
+    """
+    if max_points is None or len(index) <= max_points:
+        return index
+    return index[np.linspace(0, len(index) - 1, max_points).astype(np.int64)]
+
+
 def pixel_grid(width: int, height: int) -> np.ndarray:
     """Return ``[H, W, 2]`` float64 pixel coordinates ``(u, v)``."""
     u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
@@ -110,7 +121,7 @@ def estimate_pose_pnp(pts3d: np.ndarray, focal: float, mask: Optional[np.ndarray
                       pp: Optional[tuple[float, float]] = None, *,
                       fy: Optional[float] = None, reprojection_error: float = 8.0,
                       iterations: int = 100, max_points: Optional[int] = None,
-                      min_points: int = 6, seed: int = 0) -> Optional[np.ndarray]:
+                      min_points: int = 6) -> Optional[np.ndarray]:
     """Camera-to-world pose of a world-frame pointmap by PnP-RANSAC against the pixel grid.
 
     The official demo solves ``cv2.solvePnPRansac`` between every pixel's predicted world point
@@ -124,9 +135,9 @@ def estimate_pose_pnp(pts3d: np.ndarray, focal: float, mask: Optional[np.ndarray
     :param fy: vertical focal length in pixels, for a camera with non-square pixels.
     :param reprojection_error: RANSAC inlier threshold in pixels (OpenCV's default).
     :param iterations: RANSAC iterations.
-    :param max_points: optional cap on correspondences (a random subset is used).
+    :param max_points: optional cap on correspondences (an even stride through the usable
+        pixels, see :func:`even_subset`).
     :param min_points: fewer usable pixels than this give None.
-    :param seed: seed of that subset.
     :return: ``[4, 4]`` ``T_world_cam``, or None when PnP fails.
     :raises ValueError: for a malformed pointmap, mask or focal.
     """
@@ -135,12 +146,9 @@ def estimate_pose_pnp(pts3d: np.ndarray, focal: float, mask: Optional[np.ndarray
     for name, value in (('focal', focal), ('fy', focal if fy is None else fy)):
         if not np.isfinite(value) or value <= 0:
             raise ValueError(f'{name} must be positive and finite, got {value}')
-    keep = _usable(pts3d, mask)
-    object_points = pts3d[keep].astype(np.float64)
-    image_points = pixel_grid(width, height)[keep]
-    if max_points is not None and len(object_points) > max_points:
-        pick = np.random.default_rng(seed).choice(len(object_points), max_points, replace=False)
-        object_points, image_points = object_points[pick], image_points[pick]
+    index = even_subset(np.flatnonzero(_usable(pts3d, mask)), max_points)
+    object_points = pts3d.reshape(-1, 3)[index].astype(np.float64)
+    image_points = pixel_grid(width, height).reshape(-1, 2)[index]
     if len(object_points) < min_points:
         return None
     K = intrinsics(focal, width, height, pp, fy)
@@ -176,7 +184,7 @@ def estimate_focal_posed(pts3d: np.ndarray, mask: Optional[np.ndarray] = None,
     :param mask: optional ``[H, W]`` bool, pixels to use.
     :param pp: principal point; defaults to ``(W / 2, H / 2)``.
     :param bounds: the search range, in multiples of ``max(W, H)``.
-    :param max_points: at most this many pixels, at an even stride through the usable ones.
+    :param max_points: at most this many pixels (see :func:`even_subset`).
     :param steps: golden-section steps (each shrinks the range by 0.618).
     :param reprojection_error: RANSAC inlier threshold in pixels.
     :param iterations: RANSAC iterations per focal tried.
@@ -185,19 +193,14 @@ def estimate_focal_posed(pts3d: np.ndarray, mask: Optional[np.ndarray] = None,
     """
     pts3d = _check_pointmap(pts3d)
     height, width = pts3d.shape[:2]
-    keep = _usable(pts3d, mask)
-    index = np.flatnonzero(keep)
-    if len(index) > max_points:
-        index = index[np.linspace(0, len(index) - 1, max_points).astype(np.int64)]
+    index = even_subset(np.flatnonzero(_usable(pts3d, mask)), max_points)
     if len(index) < 6:
         raise ValueError(f'{len(index)} usable points, need 6 to estimate the focal length')
     object_points = pts3d.reshape(-1, 3)[index].astype(np.float64)
     image_points = pixel_grid(width, height).reshape(-1, 2)[index]
-    cx, cy = _principal_point(pp, width, height)
 
     def cost(log_focal: float) -> float:
-        focal = float(np.exp(log_focal))
-        K = np.array([[focal, 0.0, cx], [0.0, focal, cy], [0.0, 0.0, 1.0]])
+        K = intrinsics(float(np.exp(log_focal)), width, height, pp)
         try:
             ok, rvec, tvec, _ = cv2.solvePnPRansac(
                 object_points, image_points, K, None, iterationsCount=iterations,

@@ -277,8 +277,8 @@ class StreamingSession:
                         # The first frame's points are in its own camera frame (the world).
                         focal = float(geometry.estimate_focal(result.pts3d))
                     else:
-                        focal = geometry.estimate_focal_posed(
-                            result.pts3d, mask=pnp_mask(result.conf, self.pnp_max_points))
+                        focal = geometry.estimate_focal_posed(result.pts3d,
+                                                              mask=pnp_mask(result.conf))
                     self._focals[result.camera] = focal
             except ValueError as exc:
                 # A degenerate pointmap (e.g. non-finite values) must not stop the
@@ -401,22 +401,12 @@ class StreamingSession:
                                       long_term_tokens=memory.lm)
 
 
-def pnp_mask(conf: np.ndarray, max_points: Optional[int] = PNP_MAX_POINTS) -> np.ndarray:
-    """Return the ``[H, W]`` bool mask of the pixels PnP uses for a result.
+def pnp_mask(conf: np.ndarray) -> np.ndarray:
+    """Return the ``[H, W]`` bool mask of the confident pixels pose estimation may use.
 
     :param conf: ``[H, W]`` confidence.
-    :param max_points: at most this many confident pixels, at an even stride through them
-        (None: every confident pixel).
     """
-    mask = (conf - 1.0) / conf > POSE_CONF_THRESH
-    if max_points is None:
-        return mask
-    index = np.flatnonzero(mask)
-    if len(index) <= max_points:
-        return mask
-    keep = np.zeros(mask.size, bool)
-    keep[index[np.linspace(0, len(index) - 1, max_points).astype(np.int64)]] = True
-    return keep.reshape(mask.shape)
+    return (conf - 1.0) / conf > POSE_CONF_THRESH
 
 
 def attach_pnp_pose(result: FrameResult, max_points: Optional[int] = PNP_MAX_POINTS) -> None:
@@ -427,7 +417,8 @@ def attach_pnp_pose(result: FrameResult, max_points: Optional[int] = PNP_MAX_POI
     pointmap leaves the pose None.
 
     :param result: a result of a session with ``estimate_pose``.
-    :param max_points: see :func:`pnp_mask`.
+    :param max_points: at most this many confident pixels, at an even stride through them
+        (None: all of them, as the official demo does).
     """
     if result.focal is None:
         return
@@ -438,8 +429,8 @@ def attach_pnp_pose(result: FrameResult, max_points: Optional[int] = PNP_MAX_POI
         pp, fy = (float(K[0, 2]), float(K[1, 2])), float(K[1, 1])
     try:
         result.T_world_cam = geometry.estimate_pose_pnp(result.pts3d, result.focal,
-                                                        mask=pnp_mask(result.conf, max_points),
-                                                        pp=pp, fy=fy)
+                                                        mask=pnp_mask(result.conf),
+                                                        pp=pp, fy=fy, max_points=max_points)
     except ValueError as exc:
         _LOG.warning('pose of frame %d not estimated: %s', result.index, exc)
 
