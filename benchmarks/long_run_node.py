@@ -97,9 +97,9 @@ class Recorder:
         self.rows: list[tuple[int, float, float]] = []  # (index, latency s, node time s)
         session_step, publish = worker.session.step, worker.publish
 
-        def step(rgb: np.ndarray, stamp: float) -> Any:
+        def step(rgb: np.ndarray, stamp: float, **kwargs: Any) -> Any:
             t0 = time.monotonic()
-            out = session_step(rgb, stamp)
+            out = session_step(rgb, stamp, **kwargs)
             with self.lock:
                 self.step_time[float(stamp)] = time.monotonic() - t0
             return out

@@ -80,7 +80,8 @@ class StandInSession:
         """Frames stepped since the reset."""
         return self.count
 
-    def step(self, rgb: np.ndarray, stamp: float) -> StepOutput:
+    def step(self, rgb: np.ndarray, stamp: float, camera: int = 0,
+             K: Optional[np.ndarray] = None) -> StepOutput:
         """Preprocess ``rgb`` and return the previous frame's precomputed result."""
         pre = preprocess(rgb, size=self.size)
         refined = None

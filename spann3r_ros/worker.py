@@ -697,13 +697,7 @@ class ReconstructionWorker:
 
 
 def _step(session: Any, frame: Frame) -> Any:
-    """Run ``session.step`` on a frame, with its camera and intrinsics where they matter.
-
-    A frame of camera 0 without intrinsics is stepped as ``step(rgb, stamp)``, so sessions
-    that know of one camera only (stand-ins, wrappers) keep working.
-    """
-    if frame.camera == 0 and frame.K is None:
-        return session.step(frame.rgb, frame.stamp)
+    """Run ``session.step`` on a frame with its camera and intrinsics."""
     return session.step(frame.rgb, frame.stamp, camera=frame.camera, K=frame.K)
 
 

@@ -206,7 +206,7 @@ class _StandInSession:
         return FrameResult(index=index, stamp=stamp, pts3d=self.pts3d, conf=self.conf,
                            rgb=self.rgb, crop=None)
 
-    def step(self, rgb, stamp):
+    def step(self, rgb, stamp, camera=0, K=None):
         from spann3r_model.results import MemoryStats, StepOutput
         self.steps.append(time.monotonic())
         if self.started is not None:
