@@ -101,7 +101,7 @@ def camera_info_K(msg: Any) -> tuple[np.ndarray, int, int]:
     if k is None:
         k = msg.K
     K = np.asarray(k, dtype=np.float64).reshape(3, 3)
-    if K[0, 0] <= 0 or K[1, 1] <= 0:
+    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise ValueError(f'camera_info has no valid intrinsics (K = {K.ravel().tolist()})')
     return K, int(msg.width), int(msg.height)
 

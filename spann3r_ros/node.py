@@ -41,6 +41,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import SetBool, Trigger
 
 from . import session_store
+from .bag_messages import camera_info_K
 from .cloud_packer import CloudPacker
 from .conversions import (
     camera_info_msg,
@@ -286,13 +287,14 @@ class Spann3rNode(Node):
         return callback
 
     def _on_camera_info(self, camera: int, msg: CameraInfo) -> None:
-        K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-        if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+        try:
+            info = camera_info_K(msg)
+        except ValueError as exc:
             # An uncalibrated driver publishes K = 0; the focal is estimated instead.
-            self._ignore_camera_info(camera, 'uncalibrated', f'K = {K.ravel().tolist()}')
+            self._ignore_camera_info(camera, 'uncalibrated', str(exc))
             return
         with self._camera_info_lock:
-            self._camera_info[camera] = (K, int(msg.width), int(msg.height))
+            self._camera_info[camera] = info
 
     def _ignore_camera_info(self, camera: int, reason: str, detail: str) -> None:
         with self._camera_info_lock:
