@@ -176,3 +176,25 @@ def test_the_path_is_thinned_evenly_and_bounded(live):
     assert stamps[0] == 1000 and stamps[-1] == 1000 + n - 1
     steps = np.diff(stamps[:-1])
     assert (steps == steps[0]).all() and steps[0] <= 8
+
+
+def test_a_camera_info_callback_that_raises_logs_and_the_node_goes_on(
+        ros, checkpoint, tmp_path, monkeypatch):
+    from sensor_msgs.msg import CameraInfo
+
+    def broken(msg):
+        raise RuntimeError('calibration unreadable')
+    monkeypatch.setattr(node_module, 'camera_info_K', broken)
+    node = make_node(checkpoint, tmp_path, image_size=112, image_topics=['cam/image'])
+    harness = Harness(node, image_topic='cam/image')
+    try:
+        info_pub = harness.probe.create_publisher(CameraInfo, '/cam/camera_info', 10)
+        harness.wait_for(lambda: info_pub.get_subscription_count() > 0, 10, 'camera_info match')
+        info = CameraInfo(width=160, height=120, k=[100.0, 0, 80, 0, 100.0, 60, 0, 0, 1])
+        info_pub.publish(info)
+        harness.wait_for(lambda: 'camera_info callback of camera 0' in node._failure_logged,
+                         10, 'logged failure')
+        harness.feed([smooth_frame(i) for i in range(2)], start_stamp=20.0)
+        assert node.worker.processed == 2
+    finally:
+        harness.close()
