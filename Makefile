@@ -19,7 +19,7 @@ test-fast: setup
 
 # Renders a synthetic room, plays it into the real node over ROS 2 topics, writes out/demo/.
 demo: setup
-	$(PY) -m spann3r_ros.demo --out out/demo $(DEMO_ARGS)
+	$(PY) -m spann3r_ros.cli.demo --out out/demo $(DEMO_ARGS)
 
 clean:
 	rm -rf out build install log .pytest_cache .ruff_cache

@@ -9,12 +9,12 @@ PACKAGE = 'spann3r_ros'
 CONSOLE_SCRIPTS = [
     'spann3r-parity = spann3r_model.cli.parity:main',
     'spann3r-schema = spann3r_model.cli.schema:main',
-    'spann3r_node = spann3r_ros.node:main',
-    'spann3r-synth = spann3r_ros.synthetic_cli:main',
-    'spann3r-export = spann3r_ros.bag_export:main',
-    'spann3r-eval = spann3r_ros.eval_cli:main',
-    'spann3r-reconstruct = spann3r_ros.reconstruct:main',
-    'spann3r-train = spann3r_training.train:main',
+    'spann3r_node = spann3r_ros.node.node:main',
+    'spann3r-synth = spann3r_ros.cli.synth:main',
+    'spann3r-export = spann3r_ros.bags.export:main',
+    'spann3r-eval = spann3r_ros.cli.eval:main',
+    'spann3r-reconstruct = spann3r_ros.cli.reconstruct:main',
+    'spann3r-train = training.train:main',
 ]
 # ament_python installs console scripts into lib/<package> (for `ros2 run`, see setup.cfg). In a
 # colcon build the command-line tools also get a wrapper in bin/, which colcon puts on PATH, so
@@ -27,8 +27,7 @@ setup(
     name=PACKAGE,
     version='0.1.0',
     packages=find_packages(include=['spann3r_model', 'spann3r_model.*', 'spann3r_ros',
-                                    'spann3r_ros.*']) + ['spann3r_training'],
-    package_dir={'spann3r_training': 'training'},
+                                    'spann3r_ros.*', 'training', 'training.*']),
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),

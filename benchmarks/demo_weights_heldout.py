@@ -26,12 +26,12 @@ import torch
 
 from spann3r_model.checkpoint import load_model
 from spann3r_model.config import EngineConfig, TINY
+from spann3r_model.data.scannet import ScanNetScene
+from spann3r_model.evaluation.scoring import evaluate, run_session
 from spann3r_model.session import StreamingSession
 from spann3r_model.spann3r import Spann3R
-from spann3r_ros.replay import evaluate, run_session
-from spann3r_ros.scannet import ScanNetScene
-from spann3r_ros.synthetic import SyntheticConfig, SyntheticScene
-from spann3r_ros.synthetic_cli import write_scannet
+from spann3r_ros.cli.synth import write_scannet
+from spann3r_ros.synthetic.scene import SyntheticConfig, SyntheticScene
 
 #: Test rooms: disjoint from the training (1000-1019) and validation (2000-2003) seeds.
 TEST_SEEDS = (3000, 3001, 3002, 3003)

@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 
-from spann3r_model import evaluation as ev
-from spann3r_ros.gt_views import load_views, to_first_camera
-from spann3r_ros.predictions import load_predictions
-from spann3r_ros.scannet import ScanNetScene
+from spann3r_model.data.scannet import ScanNetScene
+from spann3r_model.evaluation import metrics as ev
+from spann3r_model.evaluation.gt_views import load_views, to_first_camera
+from spann3r_model.evaluation.predictions import load_predictions
 
 FIXTURE = Path(__file__).resolve().parents[1] / 'test' / 'data' / 'tools' / 'open3d_rgbd5'
 

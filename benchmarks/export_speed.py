@@ -12,9 +12,10 @@ from pathlib import Path
 import tempfile
 import time
 
-from spann3r_ros import bag_messages as bm
-from spann3r_ros.bag_export import export_bag, ExportOptions
-from spann3r_ros.bag_write import (
+from spann3r_model.data.scannet import depth_to_millimetres
+from spann3r_ros.bags import messages as bm
+from spann3r_ros.bags.export import export_bag, ExportOptions
+from spann3r_ros.bags.writer import (
     BagWriter,
     OPTICAL_FRAME,
     TOPIC_COMPRESSED,
@@ -22,8 +23,7 @@ from spann3r_ros.bag_write import (
     TOPIC_GT_POSE,
     TOPIC_INFO,
 )
-from spann3r_ros.scannet import depth_to_millimetres
-from spann3r_ros.synthetic import SyntheticConfig, SyntheticScene
+from spann3r_ros.synthetic.scene import SyntheticConfig, SyntheticScene
 
 
 def write_bag(path: Path, storage: str, frames: list, n: int, fps: float = 30.0) -> None:

@@ -1,6 +1,6 @@
 """A long run of the live node: resident memory, latency and the node's own time per frame.
 
-A real :class:`~spann3r_ros.node.Spann3rNode` (real rclpy, its timers spinning in a
+A real :class:`~spann3r_ros.node.node.Spann3rNode` (real rclpy, its timers spinning in a
 ``MultiThreadedExecutor``, every output on) runs the ``tiny`` preset (the demo weights) at
 224 x 224 on ``--frames`` frames of a cheap moving pattern: a window panning and drifting over
 a smooth random texture, so that the memory keeps taking new frames and the map keeps growing
@@ -33,8 +33,8 @@ from rclpy.executors import MultiThreadedExecutor  # noqa: TID251
 from rclpy.parameter import Parameter  # noqa: TID251
 from sensor_msgs.msg import Image  # noqa: TID251
 
-from spann3r_ros.node import Spann3rNode
-from spann3r_ros.worker import Output
+from spann3r_ros.node.node import Spann3rNode
+from spann3r_ros.pipeline.worker import Output
 
 WEIGHTS = Path(__file__).resolve().parents[1] / 'weights' / 'spann3r_tiny_demo.safetensors'
 SIZE = 224

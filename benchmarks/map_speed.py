@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from spann3r_model.mapping import VoxelMap
+from spann3r_model.mapping.voxel_map import VoxelMap
 
 
 class SortedRowsVoxelMap:

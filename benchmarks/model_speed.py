@@ -8,7 +8,7 @@ of two other modes relative to the default:
 
 * ``head2``: head 2 computed on every frame, as the official loop does (``provisional=True``);
 * ``int8``: the reduced-precision CPU mode (int8 linear layers, bfloat16 head convolutions
-  where the processor has native bfloat16; see :mod:`spann3r_model.quantize`).
+  where the processor has native bfloat16; see :mod:`spann3r_model.backends.int8`).
 
 Targets on a 2-core CPU: default >= 90% of the matmul peak, default <= 0.85x head2,
 int8 <= 0.5x default. Example::
@@ -27,8 +27,12 @@ import numpy as np
 import torch
 from torch.utils import flop_counter
 
+from spann3r_model.backends.onednn_linear import (
+    onednn_linear,
+    onednn_linear_available,
+    pack_onednn_weights,
+)
 from spann3r_model.config import EngineConfig, MemoryConfig, ModelConfig
-from spann3r_model.layers.linear import onednn_linear, onednn_linear_available, pack_onednn_weights
 from spann3r_model.session import StreamingSession
 from spann3r_model.spann3r import Spann3R
 

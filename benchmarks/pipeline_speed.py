@@ -1,6 +1,6 @@
 """Sustained frames/s of the live node's pipeline around the model, serial against pipelined.
 
-A real :class:`~spann3r_ros.node.Spann3rNode` (real rclpy publishers, its timers spinning in a
+A real :class:`~spann3r_ros.node.node.Spann3rNode` (real rclpy publishers, its timers spinning in a
 ``MultiThreadedExecutor``) gets ``sensor_msgs/Image`` messages through its own image callback
 (decode, admission, queue) as fast as ``--rate`` allows; its worker is swapped for one whose
 session is a zero-cost stand-in: it preprocesses the image as the model would, then returns
@@ -35,13 +35,13 @@ from rclpy.executors import MultiThreadedExecutor  # noqa: TID251
 from rclpy.parameter import Parameter  # noqa: TID251
 from sensor_msgs.msg import Image  # noqa: TID251
 
-from spann3r_model.geometry import pixel_grid
-from spann3r_model.mapping import VoxelMap
+from spann3r_model.geometry.camera import pixel_grid
+from spann3r_model.mapping.voxel_map import VoxelMap
 from spann3r_model.preprocess import preprocess
 from spann3r_model.results import FrameResult, MemoryStats, StepOutput
 from spann3r_model.session import attach_pnp_pose, PNP_MAX_POINTS
-from spann3r_ros.node import Spann3rNode
-from spann3r_ros.worker import ReconstructionWorker, STAGES
+from spann3r_ros.node.node import Spann3rNode
+from spann3r_ros.pipeline.worker import ReconstructionWorker, STAGES
 
 WEIGHTS = Path(__file__).resolve().parents[1] / 'weights' / 'spann3r_tiny_demo.safetensors'
 SIZES = ((224, 224), (640, 480))

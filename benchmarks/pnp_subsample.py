@@ -28,10 +28,10 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from spann3r_model import geometry
 from spann3r_model.config import EngineConfig
+from spann3r_model.data.scannet import ScanNetScene
+from spann3r_model.geometry import camera as geometry
 from spann3r_model.session import POSE_CONF_THRESH, StreamingSession
-from spann3r_ros.scannet import ScanNetScene
 
 WEIGHTS = Path(__file__).resolve().parents[1] / 'weights' / 'spann3r_tiny_demo.safetensors'
 

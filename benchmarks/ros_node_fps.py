@@ -56,7 +56,7 @@ def node_fps(checkpoint: str, device: str, precision: str, *, image_size: int = 
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image, PointCloud2
 
-    from spann3r_ros.node import Spann3rNode
+    from spann3r_ros.node.node import Spann3rNode
 
     arrivals: list[float] = []
     rng = np.random.default_rng(0)

@@ -33,9 +33,9 @@ def bench_packing(frames: int) -> None:
     from sensor_msgs.msg import Image, PointCloud2
     from std_msgs.msg import Header
 
-    from spann3r_model.geometry import optical_to_rep103_points
-    from spann3r_ros.cloud_packer import CloudPacker
-    from spann3r_ros.conversions import cloud_msg, float_image_msg, image_to_rgb
+    from spann3r_model.geometry.camera import optical_to_rep103_points
+    from spann3r_ros.formats.pointcloud import CloudPacker
+    from spann3r_ros.node.conversions import cloud_msg, float_image_msg, image_to_rgb
 
     node = rclpy.create_node('bench_pack')
     pub_cloud = node.create_publisher(PointCloud2, 'bench_points', qos_profile_sensor_data)
@@ -86,7 +86,7 @@ def bench_end_to_end(frames: int) -> None:
     from spann3r_model.checkpoint import save_safetensors
     from spann3r_model.config import TINY
     from spann3r_model.spann3r import Spann3R
-    from spann3r_ros.node import Spann3rNode
+    from spann3r_ros.node.node import Spann3rNode
 
     tmp = tempfile.mkdtemp(prefix='spann3r_bench_')
     ckpt = os.path.join(tmp, 'tiny.safetensors')

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from spann3r_ros.synthetic import SyntheticConfig, SyntheticScene
+from spann3r_ros.synthetic.scene import SyntheticConfig, SyntheticScene
 
 OLD_FPS_640 = 2.5
 REFERENCE = (Path(__file__).resolve().parents[1] / 'test' / 'tools'

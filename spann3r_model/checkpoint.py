@@ -33,11 +33,11 @@ import safetensors
 import safetensors.torch
 import torch
 
-from .config import DPTConfig, ModelConfig, PRESETS
-from .export import atomic_output
+from spann3r_model.config import DPTConfig, ModelConfig, PRESETS
+from spann3r_model.io.export import atomic_output
 
 if TYPE_CHECKING:
-    from .spann3r import Spann3R
+    from spann3r_model.spann3r import Spann3R
 
 LOG = logging.getLogger(__name__)
 
@@ -364,7 +364,7 @@ def load_model(path: PathLike, *, preset: Union[str, ModelConfig, None] = None,
     :raises CheckpointError: when the file cannot be read or does not fit the architecture.
     """
     # Imported here so that reading and converting checkpoints never needs the network code.
-    from .spann3r import Spann3R
+    from spann3r_model.spann3r import Spann3R
 
     source = str(path)
     state_dict, recorded, _ = _read(path)

@@ -158,7 +158,7 @@ class EngineConfig:
     :param precision: ``fp32``; ``fp16`` autocast on CUDA; ``bf16`` autocast on CUDA or the
         CPU (fast on a CPU only where the processor has native bfloat16); ``int8`` on CPU:
         dynamic int8 quantisation of the linear layers, and the heads' 3x3 convolutions in
-        bfloat16 where the processor has native bfloat16 (see :mod:`spann3r_model.quantize`).
+        bfloat16 where the processor has native bfloat16 (see :mod:`spann3r_model.backends.int8`).
         The heads run in float32 and results are float32 in every mode.
     :param image_size: square model resolution in pixels (multiple of the patch size).
     :param num_threads: CPU threads for torch (0 keeps torch's default). torch's thread count
@@ -168,7 +168,7 @@ class EngineConfig:
         copy of those weights in memory (+2.4 GB for the released model in fp32).
     :param keep_freed_memory: on Linux with glibc, keep freed tensor memory in the process
         instead of faulting fresh pages in every frame (process-wide; see
-        :mod:`spann3r_model.allocator`).
+        :mod:`spann3r_model.backends.allocator`).
     """
 
     device: str = 'auto'

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .config import MemoryConfig
+from spann3r_model.config import MemoryConfig
 
 _LOG = logging.getLogger(__name__)
 

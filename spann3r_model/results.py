@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from .preprocess import CropBox
+from spann3r_model.preprocess import CropBox
 
 
 @dataclass

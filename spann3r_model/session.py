@@ -23,13 +23,13 @@ from typing import Any, ContextManager, Optional
 import numpy as np
 import torch
 
-from .allocator import keep_freed_memory
-from .config import EngineConfig, MemoryConfig, ModelConfig
-from .layers.linear import pack_onednn_weights
-from .memory import SpatialMemory, WriteReport
-from .preprocess import CropBox, preprocess
-from .results import FrameResult, MemoryStats, StepOutput
-from .spann3r import Prediction, Spann3R
+from spann3r_model.backends.allocator import keep_freed_memory
+from spann3r_model.backends.onednn_linear import pack_onednn_weights
+from spann3r_model.config import EngineConfig, MemoryConfig, ModelConfig
+from spann3r_model.memory import SpatialMemory, WriteReport
+from spann3r_model.preprocess import CropBox, preprocess
+from spann3r_model.results import FrameResult, MemoryStats, StepOutput
+from spann3r_model.spann3r import Prediction, Spann3R
 
 _LOG = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class StreamingSession:
         if engine_config.keep_freed_memory:
             keep_freed_memory()
         if precision == 'int8':
-            from .quantize import quantize_for_cpu
+            from spann3r_model.backends.int8 import quantize_for_cpu
             model = quantize_for_cpu(model)
         else:
             model = model.to(self._device).eval()
@@ -138,7 +138,7 @@ class StreamingSession:
         :param preset: architecture preset for checkpoints that do not record their config.
         :param kwargs: ``provisional`` / ``estimate_pose``.
         """
-        from .checkpoint import load_model
+        from spann3r_model.checkpoint import load_model
         model, _ = load_model(path, preset=preset, device='cpu')
         return cls(model, memory_config, engine_config, **kwargs)
 
@@ -264,7 +264,7 @@ class StreamingSession:
         return result
 
     def _attach_pose(self, result: FrameResult, K: Optional[np.ndarray]) -> None:
-        from . import geometry
+        from spann3r_model.geometry import camera as geometry
         if K is not None:
             result.K, result.focal, result.intrinsics = K.copy(), float(K[0, 0]), 'camera_info'
         else:
@@ -422,7 +422,7 @@ def attach_pnp_pose(result: FrameResult, max_points: Optional[int] = PNP_MAX_POI
     """
     if result.focal is None:
         return
-    from . import geometry
+    from spann3r_model.geometry import camera as geometry
     K = result.K
     pp = fy = None
     if K is not None:

@@ -15,11 +15,11 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .config import MemoryConfig, ModelConfig
-from .layers import Block, DecoderBlock, DPTHead, PatchEmbed, RoPE2D
-from .layers.blocks import BLOCK_NORM_EPS, run_mlp
-from .layers.linear import linear
-from .memory import SpatialMemory
+from spann3r_model.backends.onednn_linear import linear
+from spann3r_model.config import MemoryConfig, ModelConfig
+from spann3r_model.layers import Block, DecoderBlock, DPTHead, PatchEmbed, RoPE2D
+from spann3r_model.layers.blocks import BLOCK_NORM_EPS, run_mlp
+from spann3r_model.memory import SpatialMemory
 
 Prediction = dict[str, torch.Tensor]
 

@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from spann3r_ros.stop_request import StopRequest
+from spann3r_ros.node.stop_request import StopRequest
 
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])

@@ -28,7 +28,7 @@ MAX_BYTES = 20 * 1024 * 1024
 
 def _load(source: Path) -> tuple[Spann3R, ModelConfig, dict[str, str]]:
     if source.suffix == '.pt':
-        from spann3r_training.state import load_training_state
+        from training.state import load_training_state
         state = load_training_state(source)
         config = ModelConfig.from_dict(state['model_config'])
         model = Spann3R(config)

@@ -3,7 +3,7 @@
 
 ``python tools/gen_param_docs.py`` prints Markdown tables of topics, services and parameters for
 the README; ``--yaml`` prints a fully commented ``config/live.yaml`` instead. Both come from
-:class:`spann3r_ros.node_config.NodeConfig`, so the README, the YAML and the node cannot drift.
+:class:`spann3r_ros.pipeline.config.NodeConfig`, so the README, the YAML and the node cannot drift.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import json
 from typing import Any
 
-from spann3r_ros.node_config import param_specs
+from spann3r_ros.pipeline.config import param_specs
 
 TOPICS = [
     ('in', '`<image_topics[i]>`', 'sensor_msgs/Image', 'transport=raw; sensor-data QoS '

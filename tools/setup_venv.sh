@@ -38,13 +38,13 @@ if [ "$(readlink .venv 2>/dev/null)" != "$venv" ]; then
   ln -s "$venv" .venv
 fi
 
-# Editable install of this checkout (console scripts, spann3r_training), redone when the venv
+# Editable install of this checkout (console scripts, training), redone when the venv
 # points at another checkout or when setup.py / setup.cfg changed (new or moved console scripts).
 here=$(pwd -P)
 stamp="$venv/.editable-$(cat setup.py setup.cfg | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$here" ] || ! .venv/bin/python - "$here" <<'PY' 2>/dev/null
 import os, sys
-import spann3r_model, spann3r_training
+import spann3r_model, training
 ok = os.path.dirname(os.path.dirname(os.path.realpath(spann3r_model.__file__))) == sys.argv[1]
 sys.exit(0 if ok else 1)
 PY

@@ -1,1 +1,1 @@
-"""Standalone trainer for Spann3R (installed as ``spann3r_training``)."""
+"""Standalone trainer for Spann3R (installed as ``training``)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from .datasets.sampling import frame_gap
+from training.datasets.sampling import frame_gap
 
 __all__ = ['alpha_at', 'curriculum_ratio', 'frame_gap', 'learning_rate']
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-FORMAT = 'spann3r_training/1'
+FORMAT = 'training/1'
 
 
 def capture_rng() -> dict[str, Any]:

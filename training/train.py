@@ -26,18 +26,17 @@ import yaml
 
 from spann3r_model.checkpoint import save_official, save_safetensors
 from spann3r_model.config import ModelConfig
+from training import distributed
+from training.config import load_config, TrainConfig
+from training.datasets.mixture import EpochBatchSampler
+from training.datasets.registry import build_mix
+from training.losses import spann3r_loss
+from training.model_setup import build_model, parameter_groups, TrainingForward
+from training.schedules import alpha_at, curriculum_ratio, learning_rate
+from training.state import load_training_state, restore_rng, save_training_state
+from training.validation import validate
 
-from . import distributed
-from .config import load_config, TrainConfig
-from .datasets.mixture import EpochBatchSampler
-from .datasets.registry import build_mix
-from .losses import spann3r_loss
-from .model_setup import build_model, parameter_groups, TrainingForward
-from .schedules import alpha_at, curriculum_ratio, learning_rate
-from .state import load_training_state, restore_rng, save_training_state
-from .validation import validate
-
-LOG = logging.getLogger('spann3r_training')
+LOG = logging.getLogger('training')
 
 LAST = 'checkpoint-last.pt'
 BEST = 'checkpoint-best.pt'

@@ -13,11 +13,10 @@ import logging
 import numpy as np
 import torch
 
-from spann3r_model.evaluation import evaluate_pointmaps
+from spann3r_model.evaluation.metrics import evaluate_pointmaps
 from spann3r_model.spann3r import Spann3R
-
-from .datasets.mixture import MixedDataset
-from .losses import spann3r_loss
+from training.datasets.mixture import MixedDataset
+from training.losses import spann3r_loss
 
 LOG = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .linear import linear
-from .rope import RoPE2D
+from spann3r_model.backends.onednn_linear import linear
+from spann3r_model.layers.rope import RoPE2D
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:

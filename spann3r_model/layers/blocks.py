@@ -16,9 +16,9 @@ from timm.layers import Mlp
 import torch
 from torch import nn
 
-from .attention import Attention, CrossAttention
-from .linear import linear
-from .rope import RoPE2D
+from spann3r_model.backends.onednn_linear import linear
+from spann3r_model.layers.attention import Attention, CrossAttention
+from spann3r_model.layers.rope import RoPE2D
 
 #: LayerNorm epsilon of every transformer block (the memory's q/k/v norms use torch's 1e-5).
 BLOCK_NORM_EPS = 1e-6

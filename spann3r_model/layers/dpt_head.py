@@ -20,8 +20,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from . import packed
-from .linear import onednn_applies, onednn_linear
+from spann3r_model.backends import packed
+from spann3r_model.backends.onednn_linear import onednn_applies, onednn_linear
 
 
 def is_pointwise(conv: nn.Module) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .rope import patch_positions
+from spann3r_model.layers.rope import patch_positions
 
 
 class PatchEmbed(nn.Module):

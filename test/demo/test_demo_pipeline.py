@@ -14,19 +14,19 @@ import torch
 
 from spann3r_model.checkpoint import save_safetensors
 from spann3r_model.config import TINY
-from spann3r_model.export import read_ply
-from spann3r_model.geometry import optical_to_rep103_points, optical_to_rep103_pose
+from spann3r_model.geometry.camera import optical_to_rep103_points, optical_to_rep103_pose
+from spann3r_model.io.export import read_ply
 from spann3r_model.spann3r import Spann3R
-from spann3r_ros.demo import DEFAULT_WEIGHTS
-from spann3r_ros.demo_player import NodeOutput, Playback
-from spann3r_ros.demo_report import dense_predictions
+from spann3r_ros.cli.demo import DEFAULT_WEIGHTS
+from spann3r_ros.cli.demo_report import dense_predictions
+from spann3r_ros.node.player import NodeOutput, Playback
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _demo(*args, timeout=600):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, '-m', 'spann3r_ros.demo', *map(str, args)],
+    return subprocess.run([sys.executable, '-m', 'spann3r_ros.cli.demo', *map(str, args)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -50,7 +50,7 @@ def _declared(run_node: lm.EvaluatedNode, tmp_path: Path):
     """Start a real rclpy node with the launch's arguments and declare the node's parameters."""
     from rclpy.node import Node
 
-    from spann3r_ros.params import declare_node_config
+    from spann3r_ros.node.params import declare_node_config
     node = Node('launch_check', cli_args=run_node.ros_args(tmp_path / 'launch_params.yaml'))
     try:
         return declare_node_config(node), node.get_fully_qualified_name(), {

@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from spann3r_ros.node_config import NodeConfig, param_specs
+from spann3r_ros.pipeline.config import NodeConfig, param_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILES = sorted((ROOT / 'launch').glob('*.launch.py'))

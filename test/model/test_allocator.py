@@ -10,7 +10,7 @@ import sys
 SCRIPT = """
 import json, resource, sys
 import torch
-from spann3r_model.allocator import keep_freed_memory
+from spann3r_model.backends.allocator import keep_freed_memory
 tuned = keep_freed_memory() if sys.argv[1] == 'tuned' else None
 faults = []
 for _ in range(10):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from spann3r_model import export
-from spann3r_model.export import (
+from spann3r_model.io import export
+from spann3r_model.io.export import (
     atomic_output,
     atomic_write_bytes,
     atomic_write_text,

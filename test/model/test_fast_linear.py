@@ -8,10 +8,10 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from spann3r_model.layers import linear as linear_module
+from spann3r_model.backends import onednn_linear as linear_module
+from spann3r_model.backends.int8 import quantize_linear_int8
+from spann3r_model.backends.onednn_linear import _use_onednn, linear, onednn_linear_available
 from spann3r_model.layers.blocks import run_mlp
-from spann3r_model.layers.linear import _use_onednn, linear, onednn_linear_available
-from spann3r_model.quantize import quantize_linear_int8
 
 # The oneDNN path runs where torch has it; the fallback (torch's own layers, nothing packed)
 # runs everywhere, forced off where oneDNN is present.
@@ -107,8 +107,8 @@ def test_pointwise_conv_as_linear_matches_conv():
 def test_packed_weights_follow_the_parameter(onednn):
     import gc
 
-    from spann3r_model.layers.linear import pack_onednn_weights
-    from spann3r_model.layers.packed import packed_bytes
+    from spann3r_model.backends.onednn_linear import pack_onednn_weights
+    from spann3r_model.backends.packed import packed_bytes
     torch.manual_seed(0)
     layer = _layer().eval()
     x = torch.randn(1, 7, 64)
@@ -132,10 +132,10 @@ def test_packed_weights_follow_the_parameter(onednn):
 
 
 def test_head_with_packed_weights_matches_plain_head(onednn):
+    from spann3r_model.backends.onednn_linear import pack_onednn_weights
+    from spann3r_model.backends.packed import packed_bytes
     from spann3r_model.config import ModelConfig
     from spann3r_model.layers.dpt_head import DPTHead
-    from spann3r_model.layers.linear import pack_onednn_weights
-    from spann3r_model.layers.packed import packed_bytes
     cfg = ModelConfig.preset('tiny')
     torch.manual_seed(0)
     d = cfg.dpt
@@ -174,7 +174,7 @@ def test_residual_sum_is_fused_or_added_alike():
 
 
 def test_packed_convolution_keeps_a_copy_per_input_shape():
-    from spann3r_model.layers import packed
+    from spann3r_model.backends import packed
     from spann3r_model.layers.dpt_head import apply_conv
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 8, 3, padding=1).eval()

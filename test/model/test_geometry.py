@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from spann3r_model.geometry import (
+from spann3r_model.geometry.camera import (
     depth_from_pointmap,
     estimate_focal,
     estimate_focal_posed,

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from spann3r_model import quantize
+from spann3r_model.backends import int8 as quantize
+from spann3r_model.backends.int8 import Bf16Conv2d, quantize_for_cpu, quantize_linear_int8
 from spann3r_model.cli.parity import run_parity
-from spann3r_model.quantize import Bf16Conv2d, quantize_for_cpu, quantize_linear_int8
 
 
 def test_quantized_copy_leaves_original_untouched(parity_model):

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from spann3r_model.mapping import VoxelMap
+from spann3r_model.mapping.voxel_map import VoxelMap
 
 
 def _rgb(n: int, value: int) -> np.ndarray:

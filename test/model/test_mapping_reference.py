@@ -14,8 +14,8 @@ import math
 import numpy as np
 import pytest
 
-from spann3r_model import mapping
-from spann3r_model.mapping import VoxelMap
+from spann3r_model.mapping import voxel_map as mapping
+from spann3r_model.mapping.voxel_map import VoxelMap
 
 
 class DictVoxelMap:

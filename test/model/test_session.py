@@ -189,7 +189,7 @@ def test_bf16_autocast_on_the_cpu_keeps_float32_results_and_state(parity_model, 
 
 
 def test_intrinsics_are_kept_per_camera_and_saved(parity_model, parity_configs, parity_frames):
-    from spann3r_model.geometry import estimate_focal_posed
+    from spann3r_model.geometry.camera import estimate_focal_posed
     from spann3r_model.preprocess import compute_crop
     from spann3r_model.session import pnp_mask
     s = StreamingSession(parity_model, parity_configs[1], CPU, estimate_pose=True)

@@ -44,7 +44,7 @@ def write_tiny_checkpoint(path) -> None:
 
 def synthetic_scannet(root, frames: int, name: str = 'room'):
     """Render a small synthetic sequence in ScanNet layout under ``root``; return ``root``."""
-    from spann3r_ros.synthetic_cli import main as synth_main
+    from spann3r_ros.cli.synth import main as synth_main
 
     assert synth_main(['--out', str(root), '--name', name, '--frames', str(frames),
                        '--width', '160', '--height', '120', '--scannet']) == 0

@@ -8,7 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from spann3r_ros.cloud_packer import cloud_array, CLOUD_DTYPE, CloudPacker
+from spann3r_ros.formats.pointcloud import cloud_array, CLOUD_DTYPE, CloudPacker
 
 ORDER = '<' if sys.byteorder == 'little' else '>'
 

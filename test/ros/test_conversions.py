@@ -9,8 +9,8 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from spann3r_ros import conversions as conv
-from spann3r_ros.cloud_packer import cloud_array
+from spann3r_ros.formats.pointcloud import cloud_array
+from spann3r_ros.node import conversions as conv
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, size=(12, 10, 3), dtype=np.uint8)

@@ -3,8 +3,13 @@
 import threading
 import time
 
-from spann3r_ros.frame_queue import Frame, LatestFrameQueue
-from spann3r_ros.input_gate import InputGate, KEYFRAME_SKIP, STAMP_BACKWARDS, STAMP_INVALID
+from spann3r_ros.pipeline.frame_queue import Frame, LatestFrameQueue
+from spann3r_ros.pipeline.input_gate import (
+    InputGate,
+    KEYFRAME_SKIP,
+    STAMP_BACKWARDS,
+    STAMP_INVALID,
+)
 
 
 def test_newest_frame_wins_and_drops_are_counted():

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from spann3r_model.geometry import optical_to_rep103_points, optical_to_rep103_pose
-from spann3r_ros import frames
+from spann3r_model.geometry.camera import optical_to_rep103_points, optical_to_rep103_pose
+from spann3r_ros.formats import frames
 
 
 def _rotate(q_xyzw, v):

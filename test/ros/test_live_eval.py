@@ -18,15 +18,15 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
 from spann3r_model.config import EngineConfig
-from spann3r_model.geometry import optical_to_rep103_pose
+from spann3r_model.data.scannet import ScanNetScene
+from spann3r_model.evaluation.predictions import Predictions
+from spann3r_model.evaluation.scoring import evaluate, run_session
+from spann3r_model.geometry.camera import optical_to_rep103_pose
 from spann3r_model.session import StreamingSession
-from spann3r_ros.demo_player import NodeOutput, Playback
-from spann3r_ros.eval_cli import main as eval_main
-from spann3r_ros.live_eval import score_playback
-from spann3r_ros.node import Spann3rNode
-from spann3r_ros.predictions import Predictions
-from spann3r_ros.replay import evaluate, run_session
-from spann3r_ros.scannet import ScanNetScene
+from spann3r_ros.cli.eval import main as eval_main
+from spann3r_ros.cli.live_eval import score_playback
+from spann3r_ros.node.node import Spann3rNode
+from spann3r_ros.node.player import NodeOutput, Playback
 
 WEIGHTS = Path(__file__).resolve().parents[2] / 'weights' / 'spann3r_tiny_demo.safetensors'
 IMAGE_SIZE = 112
@@ -171,7 +171,7 @@ def test_filtered_pixels_are_reported_and_poses_aligned(sequence):
     assert report['ate']['n'] == 4 and report['ate']['rmse'] < 1e-5
     assert report['ate']['scale'] == pytest.approx(2.0, rel=1e-5)
     assert report['latency']['n'] == 4 and report['latency']['max_ms'] == pytest.approx(500.0)
-    from spann3r_ros.live_eval import markdown
+    from spann3r_ros.cli.live_eval import markdown
     assert 'Not the full official protocol' in markdown(report)
 
 

@@ -15,10 +15,10 @@ import pytest
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
-from spann3r_ros.demo_player import frames_processed
-from spann3r_ros.eval_cli import main as eval_main
-from spann3r_ros.node import Spann3rNode
-from spann3r_ros.node_discovery import NodeTarget
+from spann3r_ros.cli.eval import main as eval_main
+from spann3r_ros.node.discovery import NodeTarget
+from spann3r_ros.node.node import Spann3rNode
+from spann3r_ros.node.player import frames_processed
 
 WEIGHTS = Path(__file__).resolve().parents[2] / 'weights' / 'spann3r_tiny_demo.safetensors'
 FRAMES = 3
@@ -182,7 +182,7 @@ def test_diagnostics_of_same_named_nodes_are_told_apart():
 
 
 def test_names_resolve_like_the_node_resolves_them():
-    from spann3r_ros.node_discovery import normalize_namespace
+    from spann3r_ros.node.discovery import normalize_namespace
     assert [normalize_namespace(ns) for ns in ('', '/', 'spann3r', '/spann3r/', 'a/b')] == [
         '/', '/', '/spann3r', '/spann3r', '/a/b']
     for bad in ('1cam', 'a//b', 'a-b'):

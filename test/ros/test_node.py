@@ -11,8 +11,8 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage
 from std_srvs.srv import SetBool, Trigger
 
-from spann3r_model.export import read_ply
-from spann3r_ros.node import Spann3rNode
+from spann3r_model.io.export import read_ply
+from spann3r_ros.node.node import Spann3rNode
 
 
 def make_node(checkpoint, out_dir, node_options=None, **overrides):

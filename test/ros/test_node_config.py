@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from spann3r_model.config import EngineConfig, MemoryConfig
-from spann3r_ros.node_config import NodeConfig, param_specs, validate_map_filename
+from spann3r_ros.pipeline.config import NodeConfig, param_specs, validate_map_filename
 
 
 def test_defaults_are_valid_and_build_core_configs():

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 
-from spann3r_ros.node import Spann3rNode
-from spann3r_ros.worker import STAGES
+from spann3r_ros.node.node import Spann3rNode
+from spann3r_ros.pipeline.worker import STAGES
 
 
 @pytest.fixture()

@@ -13,8 +13,8 @@ from std_srvs.srv import SetBool, Trigger
 from test_compressed_size import _png_bomb
 from test_node import make_node
 
-import spann3r_ros.diagnostics as diagnostics
-import spann3r_ros.node as node_module
+import spann3r_ros.node.diagnostics as diagnostics
+import spann3r_ros.node.node as node_module
 
 
 @pytest.fixture(scope='module')

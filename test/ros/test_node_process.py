@@ -1,4 +1,4 @@
-"""The node as a subprocess (``python -m spann3r_ros.node``): clean exits and startup errors."""
+"""The node as a subprocess (``python -m spann3r_ros.node.node``): clean exits, startup errors."""
 
 import os
 from pathlib import Path
@@ -22,7 +22,7 @@ def checkpoint(tmp_path_factory):
 
 def _start(*params, tmp_path):
     isolate_dds()
-    args = [sys.executable, '-m', 'spann3r_ros.node', '--ros-args']
+    args = [sys.executable, '-m', 'spann3r_ros.node.node', '--ros-args']
     for p in params:
         args += ['-p', p]
     return subprocess.Popen(args, cwd=ROOT, env=dict(os.environ, HOME=str(tmp_path)),

@@ -8,7 +8,7 @@ import pytest
 from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 
-from spann3r_ros.node import Spann3rNode
+from spann3r_ros.node.node import Spann3rNode
 
 
 def _node(checkpoint, out_dir, **overrides):
@@ -78,7 +78,7 @@ def test_segment_restart_aligns_the_new_segment_through_shared_frames(ros, check
 
 
 def test_segment_fit_recovers_a_known_similarity():
-    from spann3r_ros.segments import correspondences, fit_segment, Sim3
+    from spann3r_model.mapping.segments import correspondences, fit_segment, Sim3
     rng = np.random.default_rng(1)
     truth = Sim3(scale=1.7, R=np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
                  t=np.array([0.3, -0.2, 1.0]))

@@ -6,10 +6,10 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
 from spann3r_model.config import EngineConfig
-from spann3r_model.geometry import optical_to_rep103_points
+from spann3r_model.geometry.camera import optical_to_rep103_points
 from spann3r_model.session import StreamingSession
-from spann3r_ros import node as node_module
-from spann3r_ros.node import Spann3rNode
+from spann3r_ros.node import node as node_module
+from spann3r_ros.node.node import Spann3rNode
 
 
 def _node(checkpoint, out_dir, **overrides):
@@ -176,8 +176,8 @@ def test_path_covers_the_whole_run_thinned_and_restarts_after_reset(ros, checkpo
 def test_each_camera_has_its_own_intrinsics(ros, checkpoint, tmp_path, monkeypatch):
     from sensor_msgs.msg import CameraInfo
 
-    from spann3r_model import geometry
-    from spann3r_ros.node import camera_info_topic
+    from spann3r_model.geometry import camera as geometry
+    from spann3r_ros.node.node import camera_info_topic
     assert camera_info_topic('/cam/color/image_raw') == '/cam/color/camera_info'
     estimated = []
     posed = geometry.estimate_focal_posed

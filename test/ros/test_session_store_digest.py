@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from spann3r_ros.session_store import FileDigest
+from spann3r_ros.pipeline.session_store import FileDigest
 
 
 def test_the_background_digest_equals_the_sha256_of_the_file(tmp_path):

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from spann3r_model.config import EngineConfig, MemoryConfig, TINY
-from spann3r_model.geometry import optical_to_rep103_points
-from spann3r_model.mapping import VoxelMap
+from spann3r_model.geometry.camera import optical_to_rep103_points
+from spann3r_model.mapping.voxel_map import VoxelMap
 from spann3r_model.session import StreamingSession
 from spann3r_model.spann3r import Spann3R
-from spann3r_ros import worker as worker_module
-from spann3r_ros.frame_queue import Frame
-from spann3r_ros.node_config import NodeConfig
-from spann3r_ros.worker import ReconstructionWorker
+from spann3r_ros.pipeline import worker as worker_module
+from spann3r_ros.pipeline.config import NodeConfig
+from spann3r_ros.pipeline.frame_queue import Frame
+from spann3r_ros.pipeline.worker import ReconstructionWorker
 
 
 @pytest.fixture(scope='module')

@@ -2,7 +2,7 @@
 
 import pytest
 
-from spann3r_ros.synthetic import SyntheticConfig, SyntheticScene
+from spann3r_ros.synthetic.scene import SyntheticConfig, SyntheticScene
 
 
 @pytest.fixture(scope='session')

@@ -6,11 +6,16 @@ import cv2
 import numpy as np
 import pytest
 
-from spann3r_ros import bag_export
-from spann3r_ros.bag_export import export_bag, ExportOptions, main
-from spann3r_ros.bag_write import BagOptions, link_pose, OPTICAL_FRAME, write_synthetic_bag
-from spann3r_ros.scannet import depth_to_millimetres, find_scenes, ScanNetScene, ScanNetWriter
-from spann3r_ros.synthetic import SyntheticConfig, SyntheticScene
+from spann3r_model.data.scannet import (
+    depth_to_millimetres,
+    find_scenes,
+    ScanNetScene,
+    ScanNetWriter,
+)
+from spann3r_ros.bags import export as bag_export
+from spann3r_ros.bags.export import export_bag, ExportOptions, main
+from spann3r_ros.bags.writer import BagOptions, link_pose, OPTICAL_FRAME, write_synthetic_bag
+from spann3r_ros.synthetic.scene import SyntheticConfig, SyntheticScene
 
 STORAGES = [('sqlite3', 'bag2'), ('mcap', 'bag2m'), ('ros1', 'bag1.bag')]
 

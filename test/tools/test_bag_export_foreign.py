@@ -8,9 +8,9 @@ import foreign_bags as fb
 import numpy as np
 import pytest
 
-from spann3r_ros.bag_export import ExportOptions, main
-from spann3r_ros.gt_views import load_views
-from spann3r_ros.scannet import find_scenes, ScanNetScene
+from spann3r_model.data.scannet import find_scenes, ScanNetScene
+from spann3r_model.evaluation.gt_views import load_views
+from spann3r_ros.bags.export import ExportOptions, main
 from training.datasets.scannet import ScanNetLayout
 
 FRAMES = fb.FRAMES

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from spann3r_ros.eval_cli import main
+from spann3r_ros.cli.eval import main
 
 
 def test_official_prediction_reproduces_expected_numbers(data_dir, tmp_path):

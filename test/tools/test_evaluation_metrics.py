@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from spann3r_model.evaluation import (
+from spann3r_model.evaluation.metrics import (
     absolute_trajectory_error,
     align_shift_scale,
     estimate_normals,

@@ -10,18 +10,18 @@ import torch
 
 from spann3r_model.checkpoint import save_safetensors
 from spann3r_model.config import EngineConfig, ModelConfig
-from spann3r_model.export import read_ply
+from spann3r_model.evaluation.predictions import load_predictions, write_frame, write_info
+from spann3r_model.io.export import read_ply
 from spann3r_model.results import FrameResult
 from spann3r_model.session import StreamingSession
 from spann3r_model.spann3r import Spann3R
-from spann3r_ros import reconstruct as reconstruct_module
-from spann3r_ros.eval_cli import main as eval_main
-from spann3r_ros.predictions import load_predictions, write_frame, write_info
-from spann3r_ros.reconstruct import main as reconstruct_main
-from spann3r_ros.reconstruct import reconstruct, unordered_order
-from spann3r_ros.synthetic import SyntheticConfig, SyntheticScene
-from spann3r_ros.synthetic_cli import main as synth_main
-from spann3r_ros.synthetic_cli import write_scannet
+from spann3r_ros.cli import reconstruct as reconstruct_module
+from spann3r_ros.cli.eval import main as eval_main
+from spann3r_ros.cli.reconstruct import main as reconstruct_main
+from spann3r_ros.cli.reconstruct import reconstruct, unordered_order
+from spann3r_ros.cli.synth import main as synth_main
+from spann3r_ros.cli.synth import write_scannet
+from spann3r_ros.synthetic.scene import SyntheticConfig, SyntheticScene
 
 
 @pytest.fixture(scope='module')
@@ -161,9 +161,9 @@ def test_streamed_reconstruction_writes_what_the_whole_sequence_in_memory_gives(
         tiny_frames, tiny_checkpoint, tmp_path):
     # The expected files come from every frame decoded first and every result held, then written
     # with the export writers: what spann3r-reconstruct did before it streamed.
-    from spann3r_model.export import write_ply, write_transforms_json, write_tum
-    from spann3r_ros.frame_sources import iter_frames
-    from spann3r_ros.scannet import atomic_write
+    from spann3r_model.data.scannet import atomic_write
+    from spann3r_model.io.export import write_ply, write_transforms_json, write_tum
+    from spann3r_ros.cli.frame_sources import iter_frames
     scene = tmp_path / 'images'
     scene.mkdir()
     for f in tiny_frames:

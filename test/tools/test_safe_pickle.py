@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from spann3r_ros.safe_pickle import load_npy, restricted_loads, UnsafePickleError
+from spann3r_model.io.safe_pickle import load_npy, restricted_loads, UnsafePickleError
 
 
 def _save(path, value):

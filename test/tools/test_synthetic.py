@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from spann3r_ros.gt_views import backproject
-from spann3r_ros.synthetic import SyntheticConfig, SyntheticScene
+from spann3r_model.evaluation.gt_views import backproject
+from spann3r_ros.synthetic.scene import SyntheticConfig, SyntheticScene
 
 
 def test_same_seed_same_frames_other_seed_other_scene(tiny_frames):

@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from spann3r_ros.synthetic import (
+from spann3r_ros.synthetic.scene import (
     _floor_mod,
     screen_rect,
     SyntheticConfig,

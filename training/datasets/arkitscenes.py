@@ -24,9 +24,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .base import SequenceDataset
-from .frames import Frame
-from .io import read_depth_png, read_lines, read_rgb
+from training.datasets.base import SequenceDataset
+from training.datasets.frames import Frame
+from training.datasets.io import read_depth_png, read_lines, read_rgb
 
 #: World re-expression applied by the released reader (a rotation, determinant +1).
 _WORLD_FIX = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, -1, 0], [0, 0, 0, 1]], dtype=np.float64)

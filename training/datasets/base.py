@@ -18,8 +18,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .frames import crop_frame, depth_to_world_points, draw_jitter, Frame, model_image
-from .sampling import frame_gap, sample_frame_window
+from training.datasets.frames import (
+    crop_frame,
+    depth_to_world_points,
+    draw_jitter,
+    Frame,
+    model_image,
+)
+from training.datasets.sampling import frame_gap, sample_frame_window
 
 LOG = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import SequenceDataset
-from .frames import Frame
-from .io import read_lines, read_raw, read_rgb
+from training.datasets.base import SequenceDataset
+from training.datasets.frames import Frame
+from training.datasets.io import read_lines, read_raw, read_rgb
 
 
 class BlendedMVSLayout(SequenceDataset):

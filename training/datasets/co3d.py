@@ -28,9 +28,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import SequenceDataset
-from .frames import Frame
-from .io import read_raw, read_rgb
+from training.datasets.base import SequenceDataset
+from training.datasets.frames import Frame
+from training.datasets.io import read_raw, read_rgb
 
 _POOL = 100
 #: Neighbouring frames tried in place of one without valid depth.

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import SequenceDataset
-from .frames import Frame
-from .io import read_raw, read_rgb
+from training.datasets.base import SequenceDataset
+from training.datasets.frames import Frame
+from training.datasets.io import read_raw, read_rgb
 
 
 class HabitatLayout(SequenceDataset):

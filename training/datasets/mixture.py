@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
-from .base import SequenceDataset
+from training.datasets.base import SequenceDataset
 
 
 class MixedDataset(Dataset):

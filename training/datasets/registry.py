@@ -5,14 +5,14 @@ from __future__ import annotations
 import inspect
 from typing import Any, Mapping, Sequence
 
-from .arkitscenes import ARKitScenesLayout
-from .base import SequenceDataset
-from .blendedmvs import BlendedMVSLayout
-from .co3d import Co3dLayout
-from .habitat import HabitatLayout
-from .mixture import MixedDataset
-from .scannet import ScanNetLayout
-from .scannetpp import ScanNetppLayout
+from training.datasets.arkitscenes import ARKitScenesLayout
+from training.datasets.base import SequenceDataset
+from training.datasets.blendedmvs import BlendedMVSLayout
+from training.datasets.co3d import Co3dLayout
+from training.datasets.habitat import HabitatLayout
+from training.datasets.mixture import MixedDataset
+from training.datasets.scannet import ScanNetLayout
+from training.datasets.scannetpp import ScanNetppLayout
 
 #: Layout readers by config name.
 DATASETS: dict[str, type[SequenceDataset]] = {

@@ -23,9 +23,9 @@ from pathlib import Path
 import re
 from typing import Sequence
 
-from .base import SequenceDataset
-from .frames import Frame
-from .io import read_depth_png, read_lines, read_matrix, read_rgb
+from training.datasets.base import SequenceDataset
+from training.datasets.frames import Frame
+from training.datasets.io import read_depth_png, read_lines, read_matrix, read_rgb
 
 _FRAME = re.compile(r'^frame-(\d+)\.color\.(jpg|jpeg|png)$')
 

@@ -1,0 +1,1 @@
+"""Dataset layouts and the official crop, shared by export, evaluation and training."""

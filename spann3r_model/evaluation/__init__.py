@@ -1,0 +1,1 @@
+"""The official evaluation protocol: ground truth, metrics, scoring, reports."""

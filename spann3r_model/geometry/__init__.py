@@ -1,0 +1,1 @@
+"""Camera geometry on pointmaps: focal, pose, depth, alignment, frame conventions."""

@@ -1,0 +1,1 @@
+"""Files in and out: PLY, TUM, transforms.json, atomic writes, safe pickles."""

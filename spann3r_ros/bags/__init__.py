@@ -1,0 +1,1 @@
+"""rosbags reading and writing, the dataset exporter and its TF buffer."""

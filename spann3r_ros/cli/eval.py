@@ -1,0 +1,167 @@
+"""``spann3r-eval``: evaluate Spann3R on a bag or a ScanNet-layout sequence with ground truth.
+
+Three ways to get the predictions:
+
+* offline (default): run :class:`StreamingSession` from ``--checkpoint`` over the frames;
+* ``--predictions DIR``: saved outputs (``spann3r-reconstruct`` or the official demo);
+* ``--live``: play the frames into a running node over ROS 2 topics and rebuild its
+  pointmaps from what it publishes (see :mod:`spann3r_ros.cli.live_eval`).
+
+Every way is scored the same (:mod:`spann3r_model.evaluation.scoring`): the reconstruction
+with the official protocol (:mod:`spann3r_model.evaluation.metrics`), poses with ATE after
+Sim(3) alignment, the run with
+FPS and latency percentiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+import sys
+import tempfile
+from typing import Optional
+
+from spann3r_model.data.scannet import find_scenes, ScanNetScene
+from spann3r_model.evaluation import report as eval_report
+from spann3r_model.evaluation.predictions import load_predictions
+from spann3r_model.evaluation.scoring import evaluate, run_session
+from spann3r_ros.bags.export import export_bag, ExportOptions
+from spann3r_ros.cli.live_eval import markdown as live_markdown
+from spann3r_ros.cli.live_eval import run_live
+
+
+def open_sequence(path: Path, workdir: Path, scene: Optional[str] = None) -> ScanNetScene:
+    """Open a ScanNet scene: a dataset folder, or a bag exported into ``workdir``.
+
+    :raises ValueError: when ``path`` is neither, or holds several scenes and none is chosen.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f'{path} does not exist')
+    is_bag = path.suffix in ('.bag', '.mcap', '.db3') or (path / 'metadata.yaml').exists()
+    if is_bag:
+        out = Path(workdir) / 'exported'
+        export_bag(path, out, ExportOptions(color_format='png'), progress=False)
+        path = out
+    scenes = find_scenes(path)
+    if scene is not None:
+        scenes = [s for s in scenes if s.name == scene]
+        if not scenes:
+            raise ValueError(f'no scene named {scene!r} under {path}')
+    if len(scenes) > 1:
+        raise ValueError(f'{path} holds {len(scenes)} scenes; choose one with --scene: '
+                         f'{[s.name for s in scenes]}')
+    return ScanNetScene(scenes[0])
+
+
+
+def write_outputs(out: Path, report: dict, clouds: dict, plot: dict) -> None:
+    """report.json / report.md, PLYs and PNG plots into ``out``."""
+    eval_report.write_report(out, report, clouds, report_markdown(report))
+    est = plot.get('est_positions')
+    eval_report.plot_trajectory(out / 'trajectory.png', plot['gt_positions'], est)
+    if 'latency' in plot:
+        eval_report.plot_latency(out / 'latency.png', plot['latency'])
+    eval_report.plot_errors(out / 'errors.png', plot['acc_dist'], plot['comp_dist'])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line interface of ``spann3r-eval``."""
+    p = argparse.ArgumentParser(prog='spann3r-eval', description=__doc__.splitlines()[0])
+    p.add_argument('sequence', type=Path, help='bag, or ScanNet-layout root / scene folder')
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument('--checkpoint', type=Path, help='weights (.pth or .safetensors)')
+    src.add_argument('--predictions', type=Path, help='saved predictions to evaluate')
+    src.add_argument('--live', action='store_true',
+                     help='play the frames into a running node over ROS 2 topics and score '
+                     'what it publishes (the node is reset first; run it with min_confidence '
+                     '1.0 for the full protocol)')
+    p.add_argument('--out', type=Path, default=Path('eval_out'), help='report folder')
+    p.add_argument('--scene', help='scene name when the dataset holds several')
+    p.add_argument('--every', type=int, default=1, help='use every K-th frame (kf_every)')
+    p.add_argument('--max-frames', type=int, default=0, help='evaluate at most this many')
+    p.add_argument('--preset', help='architecture preset for checkpoints without a config')
+    p.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
+    p.add_argument('--image-size', type=int, default=224,
+                   help='model resolution (224 for the released weights)')
+    p.add_argument('--precision', default='fp32', help='fp32, fp16, bf16 or int8')
+    p.add_argument('--no-icp', action='store_true', help='skip the ICP refinement')
+    p.add_argument('--no-pose', action='store_true',
+                   help='do not estimate camera poses (no ATE; faster)')
+    p.add_argument('--namespace',
+                   help='--live: namespace of the running node (live.launch.py: spann3r). '
+                   'Default: found on the ROS graph when exactly one Spann3R node runs')
+    p.add_argument('--node-name',
+                   help='--live: name of the running node (spann3r_node unless renamed). '
+                   'Default: found on the ROS graph, like --namespace')
+    p.add_argument('--topic',
+                   help="--live: image topic to publish on (relative names resolve in the "
+                   "node's namespace). Default: the raw image topic the node subscribes to")
+    p.add_argument('--min-confidence', type=float,
+                   help="--live: the node's min_confidence (default: asked from the node)")
+    p.add_argument('--rate', type=float,
+                   help='--live: publish at this fixed rate in Hz, like a camera; measures '
+                   'what the node keeps up with (dropped frames, latency including one frame '
+                   'period). Default: lock-step playback (the next frame goes out when the '
+                   'node has answered; nothing dropped, latency = one model step plus '
+                   "transport), which measures quality and the node's own speed")
+    p.add_argument('--timeout', type=float, default=60.0,
+                   help='--live: seconds to wait for the node and for each answer')
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of ``spann3r-eval``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+    try:
+        if args.every < 1 or args.max_frames < 0:
+            raise ValueError('--every must be >= 1 and --max-frames >= 0')
+        with tempfile.TemporaryDirectory(prefix='spann3r-eval-') as work:
+            report = _run(args, Path(work))
+    except ValueError as exc:
+        print(f'spann3r-eval: error: {exc}', file=sys.stderr)  # noqa: T201
+        return 2
+    print(report_markdown(report))  # noqa: T201
+    return 0
+
+
+def report_markdown(report: dict) -> str:
+    """Return ``report.md``: the summary plus, for a live run, how the node was played."""
+    return eval_report.markdown(report) + live_markdown(report)
+
+
+def _run(args: argparse.Namespace, work: Path) -> dict:
+    scene = open_sequence(args.sequence, work, args.scene)
+    frame_ids = scene.frame_ids[::args.every]
+    if args.max_frames:
+        frame_ids = frame_ids[:args.max_frames]
+    latencies = None
+    if args.live:
+        report, clouds, plot = run_live(scene, frame_ids, node_name=args.node_name,
+                                        namespace=args.namespace, topic=args.topic,
+                                        rate=args.rate, timeout=args.timeout,
+                                        min_confidence=args.min_confidence,
+                                        use_icp=not args.no_icp)
+        write_outputs(args.out, report, clouds, plot)
+        return report
+    if args.predictions is not None:
+        preds = load_predictions(args.predictions, scene.name)
+    else:
+        from spann3r_model.config import EngineConfig
+        from spann3r_model.session import StreamingSession
+        engine = EngineConfig(device=args.device, precision=args.precision,
+                              image_size=args.image_size)
+        session = StreamingSession.from_checkpoint(str(args.checkpoint), engine_config=engine,
+                                                   preset=args.preset,
+                                                   estimate_pose=not args.no_pose)
+        preds, latencies = run_session(session, scene, frame_ids)
+    report, clouds, plot = evaluate(scene, frame_ids, preds, latencies, not args.no_icp)
+    report['checkpoint'] = None if args.checkpoint is None else str(args.checkpoint)
+    write_outputs(args.out, report, clouds, plot)
+    return report
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""ROS message formats without rclpy: image encodings, PointCloud2 layout."""

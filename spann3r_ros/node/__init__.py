@@ -1,0 +1,1 @@
+"""The rclpy layer: the node, its parameters, message conversions and clients."""

@@ -1,0 +1,1 @@
+"""The ROS-free live pipeline the node drives: queue, gate, worker, store."""

@@ -1,0 +1,1 @@
+"""Deterministic synthetic RGB-D rooms with exact ground truth."""
