@@ -32,6 +32,7 @@ from spann3r_model.backends.onednn_linear import (
     onednn_linear_available,
     pack_onednn_weights,
 )
+from spann3r_model.backends.process import apply_process_settings
 from spann3r_model.config import EngineConfig, MemoryConfig, ModelConfig
 from spann3r_model.session import StreamingSession
 from spann3r_model.spann3r import Spann3R
@@ -103,6 +104,7 @@ def make_session(model: Spann3R, device: str, precision: str = 'fp32',
                  provisional: bool = False) -> StreamingSession:
     """Build a session with the official memory settings and no pose estimation."""
     engine = EngineConfig(device=device, precision=precision)
+    apply_process_settings(engine)
     return StreamingSession(model, MemoryConfig(), engine, provisional=provisional,
                             estimate_pose=False)
 

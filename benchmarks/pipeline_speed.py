@@ -205,8 +205,10 @@ def main() -> None:
                   f'{fps["pipelined"] / fps["today"]:.2f}x, pipelined/serial '
                   f'{fps["pipelined"] / fps["serial"]:.2f}x')
         if args.tiny:
+            from spann3r_model.backends.process import apply_process_settings
             from spann3r_model.config import EngineConfig
             from spann3r_model.session import StreamingSession
+            apply_process_settings(EngineConfig(device='cpu', num_threads=1))
             tiny: dict[bool, list[float]] = {}
             for repeat in range(args.repeats):
                 for pipelined in (False, True):

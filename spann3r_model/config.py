@@ -162,7 +162,8 @@ class EngineConfig:
         The heads run in float32 and results are float32 in every mode.
     :param image_size: square model resolution in pixels (multiple of the patch size).
     :param num_threads: CPU threads for torch (0 keeps torch's default). torch's thread count
-        is process-wide, so a session created with a non-zero value sets it for the process.
+        is process-wide: applications apply it (and ``keep_freed_memory``) with
+        :func:`spann3r_model.backends.process.apply_process_settings`.
     :param pack_weights: on an x86 CPU, keep a copy of the float linear and convolution
         weights in oneDNN's packed layout: about 5% faster per frame in fp32, for a second
         copy of those weights in memory (+2.4 GB for the released model in fp32).

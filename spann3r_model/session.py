@@ -23,7 +23,6 @@ from typing import Any, ContextManager, Optional
 import numpy as np
 import torch
 
-from spann3r_model.backends.allocator import keep_freed_memory
 from spann3r_model.backends.onednn_linear import pack_onednn_weights
 from spann3r_model.config import EngineConfig, MemoryConfig, ModelConfig
 from spann3r_model.memory import SpatialMemory, WriteReport
@@ -78,7 +77,10 @@ class StreamingSession:
 
     :param model: the network (moved to the engine's device; copied when quantised).
     :param memory_config: memory limits and thresholds.
-    :param engine_config: device, precision, image size and CPU threads.
+    :param engine_config: device, precision and image size. Its process-wide settings (CPU
+        threads, allocator) are the application's to apply, once, with
+        :func:`spann3r_model.backends.process.apply_process_settings`; the session changes no
+        process-wide state.
     :param provisional: also return the head-2 result of each new frame (costs one head).
     :param estimate_pose: attach intrinsics and a PnP camera pose to results: the camera's own
         K when :meth:`step` is given one, else the focal estimated from that camera's first frame
@@ -99,10 +101,6 @@ class StreamingSession:
         if engine_config.image_size % model.config.patch_size:
             raise ValueError(f'image_size {engine_config.image_size} is not a multiple of the '
                              f'patch size {model.config.patch_size}')
-        if engine_config.num_threads > 0:
-            torch.set_num_threads(engine_config.num_threads)
-        if engine_config.keep_freed_memory:
-            keep_freed_memory()
         if precision == 'int8':
             from spann3r_model.backends.int8 import quantize_for_cpu
             model = quantize_for_cpu(model)

@@ -204,6 +204,7 @@ def simulate(fixture: Path, precision: str = 'fp32', image_size: int = 224) -> S
     """
     from safetensors.torch import load_file
 
+    from spann3r_model.backends.process import apply_process_settings
     from spann3r_model.checkpoint import load_into
     from spann3r_model.config import EngineConfig
     from spann3r_model.session import StreamingSession
@@ -214,6 +215,7 @@ def simulate(fixture: Path, precision: str = 'fp32', image_size: int = 224) -> S
     model = Spann3R(model_cfg)
     load_into(model, load_file(str(fixture / 'weights.safetensors')), 'weights.safetensors')
     engine = EngineConfig(device='cpu', precision=precision, image_size=image_size)
+    apply_process_settings(engine)
     session = StreamingSession(model, memory_cfg, engine, provisional=False,
                                estimate_pose=False)
     sim = Simulation()

@@ -149,10 +149,12 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
     if args.predictions is not None:
         preds = load_predictions(args.predictions, scene.name)
     else:
+        from spann3r_model.backends.process import apply_process_settings
         from spann3r_model.config import EngineConfig
         from spann3r_model.session import StreamingSession
         engine = EngineConfig(device=args.device, precision=args.precision,
                               image_size=args.image_size)
+        apply_process_settings(engine)
         session = StreamingSession.from_checkpoint(str(args.checkpoint), engine_config=engine,
                                                    preset=args.preset,
                                                    estimate_pose=not args.no_pose)

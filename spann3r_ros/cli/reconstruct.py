@@ -249,12 +249,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if args.every < 1 or args.max_frames < 0:
             raise ValueError('--every must be >= 1 and --max-frames >= 0')
+        from spann3r_model.backends.process import apply_process_settings
         from spann3r_model.config import EngineConfig
         from spann3r_model.session import StreamingSession
+        engine = EngineConfig(device=args.device, precision=args.precision,
+                              image_size=args.image_size)
+        apply_process_settings(engine)
         session = StreamingSession.from_checkpoint(
-            str(args.checkpoint), engine_config=EngineConfig(
-                device=args.device, precision=args.precision, image_size=args.image_size),
-            preset=args.preset, estimate_pose=not args.no_pose)
+            str(args.checkpoint), engine_config=engine, preset=args.preset,
+            estimate_pose=not args.no_pose)
         info = reconstruct(session, args.input, args.out, args.every, args.max_frames,
                            args.unordered, args.conf_thresh, args.image_topic,
                            progress=not args.quiet)

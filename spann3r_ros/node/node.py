@@ -139,7 +139,9 @@ class Spann3rNode(Node):
         if not path.is_file():
             raise ValueError(f'checkpoint {str(path)!r} does not exist or is not a file')
         self._checkpoint_digest = session_store.FileDigest(path)
+        from spann3r_model.backends.process import apply_process_settings
         from spann3r_model.session import StreamingSession
+        apply_process_settings(cfg.engine_config())
         session = StreamingSession.from_checkpoint(
             path, engine_config=cfg.engine_config(), memory_config=cfg.memory_config(),
             preset=cfg.model_preset or None, provisional=cfg.provisional,
