@@ -16,6 +16,7 @@ from spann3r_model.data.scannet import ScanNetScene
 from spann3r_model.evaluation import metrics as ev
 from spann3r_model.evaluation.gt_views import load_views, to_first_camera
 from spann3r_model.evaluation.predictions import load_predictions
+from spann3r_model.geometry.align import transform_points
 
 FIXTURE = Path(__file__).resolve().parents[1] / 'test' / 'data' / 'tools' / 'open3d_rgbd5'
 
@@ -29,7 +30,7 @@ def stage_times(pred_cam0: np.ndarray, gt_cam0: np.ndarray, valid: np.ndarray,
     t = time.perf_counter()
     icp = ev.icp_point_to_point(pred, gt)
     times[f'icp ({icp.iterations} updates)'] = time.perf_counter() - t
-    pred = ev.transform_points(icp.transformation, pred)
+    pred = transform_points(icp.transformation, pred)
     t = time.perf_counter()
     ev.reconstruction_metrics(pred, gt)
     times['normals + metrics'] = time.perf_counter() - t

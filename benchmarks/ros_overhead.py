@@ -33,7 +33,7 @@ def bench_packing(frames: int) -> None:
     from sensor_msgs.msg import Image, PointCloud2
     from std_msgs.msg import Header
 
-    from spann3r_model.geometry.camera import optical_to_rep103_points
+    from spann3r_model.geometry.frames import optical_to_rep103_points
     from spann3r_ros.formats.pointcloud import CloudPacker
     from spann3r_ros.node.conversions import cloud_msg, float_image_msg, image_to_rgb
 

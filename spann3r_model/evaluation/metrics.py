@@ -23,6 +23,8 @@ from typing import Optional
 import numpy as np
 from scipy.spatial import cKDTree
 
+from spann3r_model.geometry.align import transform_points, umeyama
+
 LOG = logging.getLogger(__name__)
 
 #: Official ICP settings (``registration_icp`` defaults and eval.py's threshold).
@@ -119,44 +121,6 @@ def align_shift_scale(pred_cam0: np.ndarray, gt_cam0: np.ndarray, valid: np.ndar
     return pred, gt, Alignment(gt_shift, pred_shift, gt_scale, pred_scale, int(valid.sum()))
 
 
-def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a ``[4, 4]`` transform to ``[..., 3]`` points (float64)."""
-    T = np.asarray(T, dtype=np.float64)
-    return np.asarray(points, dtype=np.float64) @ T[:3, :3].T + T[:3, 3]
-
-
-def rigid_fit(src: np.ndarray, dst: np.ndarray, with_scale: bool = False
-              ) -> tuple[float, np.ndarray, np.ndarray]:
-    """Least-squares similarity ``dst ~ s R src + t`` (Umeyama 1991).
-
-    :param src: ``[N, 3]`` source points.
-    :param dst: ``[N, 3]`` destination points.
-    :param with_scale: estimate ``s``; otherwise ``s = 1``.
-    :return: ``(s, R [3, 3], t [3])``.
-    :raises ValueError: with fewer than 3 pairs or mismatched shapes.
-    """
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3:
-        raise ValueError(f'expected two [N, 3] arrays, got {src.shape} and {dst.shape}')
-    if src.shape[0] < 3:
-        raise ValueError(f'need at least 3 point pairs, got {src.shape[0]}')
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    xs, xd = src - mu_s, dst - mu_d
-    cov = xd.T @ xs / src.shape[0]
-    U, S, Vt = np.linalg.svd(cov)
-    D = np.ones(3)
-    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
-        D[2] = -1.0
-    R = U @ np.diag(D) @ Vt
-    scale = 1.0
-    if with_scale:
-        var_s = (xs ** 2).sum() / src.shape[0]
-        scale = float((S * D).sum() / var_s) if var_s > 0 else 1.0
-    t = mu_d - scale * R @ mu_s
-    return scale, R, t
-
-
 @dataclass
 class IcpResult:
     """Outcome of :func:`icp_point_to_point`.
@@ -218,7 +182,7 @@ def icp_point_to_point(source: np.ndarray, target: np.ndarray,
     for _ in range(max_iterations):
         if len(src_idx) < 3:
             break
-        _, R, t = rigid_fit(current[src_idx], target[dst_idx])
+        _, R, t = umeyama(current[src_idx], target[dst_idx], with_scale=False)
         update = np.eye(4)
         update[:3, :3], update[:3, 3] = R, t
         T = update @ T
@@ -381,7 +345,8 @@ def absolute_trajectory_error(est_positions: np.ndarray, gt_positions: np.ndarra
 
     :param est_positions: ``[N, 3]`` estimated camera centres.
     :param gt_positions: ``[N, 3]`` ground-truth camera centres.
-    :param with_scale: align with a similarity (monocular estimates have no metric scale).
+    :param with_scale: align with a similarity (monocular estimates have no metric scale); a
+        trajectory whose centres all coincide is aligned rigidly whatever this says.
     :return: ``rmse``, ``mean``, ``median``, ``max``, the alignment ``scale``, ``R``, ``t``,
         ``n`` and the ``aligned`` ``[N, 3]`` positions.
     """
@@ -391,7 +356,8 @@ def absolute_trajectory_error(est_positions: np.ndarray, gt_positions: np.ndarra
         raise ValueError(f'expected two [N, 3] position arrays, got {est.shape} and {gt.shape}')
     if len(est) < 3:
         raise ValueError(f'ATE needs at least 3 poses, got {len(est)}')
-    scale, R, t = rigid_fit(est, gt, with_scale=with_scale)
+    # Centres that never moved have no scale to estimate: they are aligned rigidly.
+    scale, R, t = umeyama(est, gt, with_scale=with_scale and bool(np.ptp(est, axis=0).any()))
     aligned = scale * est @ R.T + t
     err = np.linalg.norm(aligned - gt, axis=1)
     return {'rmse': float(np.sqrt(np.mean(err ** 2))), 'mean': float(err.mean()),

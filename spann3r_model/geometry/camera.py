@@ -1,4 +1,4 @@
-"""Camera geometry on pointmaps: focal, pose, depth, similarity alignment, frame conventions.
+"""Camera geometry on pointmaps: focal, PnP pose, intrinsics, pixel grid, depth.
 
 Conventions: pixel ``(u, v)`` has its centre at integer coordinates, ``u`` along the columns.
 Cameras use the OpenCV optical frame (x right, y down, z forward). Poses are ``[4, 4]``
@@ -15,10 +15,6 @@ import cv2
 import numpy as np
 
 LOG = logging.getLogger(__name__)
-
-#: Rotation taking optical-frame coordinates (x right, y down, z forward) to REP 103 body
-#: coordinates (x forward, y left, z up).
-R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
 def _check_pointmap(pts3d: np.ndarray) -> np.ndarray:
@@ -240,13 +236,6 @@ def invert_pose(T: np.ndarray) -> np.ndarray:
     return out
 
 
-def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a ``[4, 4]`` transform to ``[..., 3]`` points."""
-    T = np.asarray(T, dtype=np.float64)
-    points = np.asarray(points)
-    return points @ T[:3, :3].T + T[:3, 3]
-
-
 def depth_from_pointmap(pts3d: np.ndarray, T_world_cam: np.ndarray) -> np.ndarray:
     """Depth (z in the camera frame) of each pixel of a world-frame pointmap.
 
@@ -259,86 +248,3 @@ def depth_from_pointmap(pts3d: np.ndarray, T_world_cam: np.ndarray) -> np.ndarra
     # Only the z row is needed: z = r3 . p + t3.
     depth = pts3d.astype(np.float64) @ T_cam_world[2, :3] + T_cam_world[2, 3]
     return depth.astype(np.float32)
-
-
-def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True
-            ) -> tuple[float, np.ndarray, np.ndarray]:
-    """Least-squares similarity ``dst ~ s * R @ src + t`` (Umeyama 1991).
-
-    :param src: ``[N, 3]`` source points.
-    :param dst: ``[N, 3]`` corresponding target points.
-    :param with_scale: estimate ``s``; otherwise ``s = 1`` (rigid alignment).
-    :return: ``(s, R [3, 3], t [3])``; ``R`` is a proper rotation (no reflection).
-    :raises ValueError: for mismatched shapes, fewer than 3 points or degenerate input.
-    """
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    if src.ndim != 2 or src.shape[1] != 3 or src.shape != dst.shape:
-        raise ValueError(f'src and dst must both be [N, 3], got {src.shape} and {dst.shape}')
-    if len(src) < 3:
-        raise ValueError(f'need at least 3 correspondences, got {len(src)}')
-    mu_src, mu_dst = src.mean(axis=0), dst.mean(axis=0)
-    src_c, dst_c = src - mu_src, dst - mu_dst
-    var_src = (src_c ** 2).sum() / len(src)
-    if var_src <= 0:
-        raise ValueError('source points are all identical')
-    cov = dst_c.T @ src_c / len(src)
-    U, D, Vt = np.linalg.svd(cov)
-    S = np.eye(3)
-    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
-        S[2, 2] = -1.0
-    R = U @ S @ Vt
-    scale = float(np.trace(np.diag(D) @ S) / var_src) if with_scale else 1.0
-    t = mu_dst - scale * R @ mu_src
-    return scale, R, t
-
-
-def sim3_matrix(scale: float, R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Return the ``[4, 4]`` matrix of ``x -> scale * R @ x + t``."""
-    out = np.eye(4)
-    out[:3, :3] = scale * np.asarray(R)
-    out[:3, 3] = t
-    return out
-
-
-def optical_to_rep103_points(points: np.ndarray) -> np.ndarray:
-    """Express ``[..., 3]`` points of an optical-frame world in REP 103 axes (x fwd, z up).
-
-    ``R_BODY_OPTICAL`` is a signed permutation, so the coordinates are copied and negated
-    rather than multiplied: the result is exact, keeps a floating input's dtype, costs a
-    fraction of a float64 matrix product, and a non-finite coordinate stays in its own axis
-    (a product would spread ``inf * 0 = NaN`` into the other two).
-
-    :param points: ``[..., 3]`` points; a non-floating dtype is converted to float64.
-    :return: the points in REP 103 axes, same shape.
-    :raises ValueError: if the last axis is not of size 3.
-    """
-    points = np.asarray(points)
-    if points.ndim == 0 or points.shape[-1] != 3:
-        raise ValueError(f'points must be [..., 3], got shape {points.shape}')
-    if not np.issubdtype(points.dtype, np.floating):
-        points = points.astype(np.float64)
-    out = np.empty_like(points)
-    for axis, row in enumerate(R_BODY_OPTICAL):
-        source = int(np.flatnonzero(row)[0])
-        if row[source] > 0:
-            out[..., axis] = points[..., source]
-        else:
-            np.negative(points[..., source], out=out[..., axis])
-    return out
-
-
-def optical_to_rep103_pose(T_world_cam: np.ndarray) -> np.ndarray:
-    """Re-express a camera pose in a REP 103 world whose origin is the first camera.
-
-    The world axes change (first camera's optical frame -> x forward, y left, z up); the camera
-    frame stays optical, as ROS ``*_optical_frame`` TF frames are.
-
-    :param T_world_cam: ``[4, 4]`` pose in the optical-frame world.
-    :return: ``[4, 4]`` pose in the REP 103 world.
-    """
-    T = np.asarray(T_world_cam, dtype=np.float64)
-    out = np.eye(4)
-    out[:3, :3] = R_BODY_OPTICAL @ T[:3, :3]
-    out[:3, 3] = R_BODY_OPTICAL @ T[:3, 3]
-    return out

@@ -4,64 +4,22 @@ A long or multi-room sequence is split into segments, each reconstructed with a 
 memory in its own frame (the first camera of the segment). The last few frames of a segment are
 re-run at the start of the next one, so both segments predict a pointmap for the *same pixels*
 of those frames; a similarity transform fitted to these pixel correspondences
-(:func:`spann3r_model.geometry.camera.umeyama`) maps the new segment into the frame of the
+(:func:`spann3r_model.geometry.align.umeyama`) maps the new segment into the frame of the
 first one, and the global map stays continuous.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
+
+from spann3r_model.geometry.align import Sim3, umeyama
 
 #: Correspondences used for the fit, subsampled uniformly above this count.
 MAX_CORRESPONDENCES = 20000
 #: Fewer valid correspondences than this and the segments are not aligned.
 MIN_CORRESPONDENCES = 100
-
-
-@dataclass
-class Sim3:
-    """``x -> scale * R @ x + t``: a segment frame to the reconstruction's world frame."""
-
-    scale: float = 1.0
-    R: np.ndarray = field(default_factory=lambda: np.eye(3))
-    t: np.ndarray = field(default_factory=lambda: np.zeros(3))
-
-    def apply_points(self, points: np.ndarray) -> np.ndarray:
-        """Transform ``[..., 3]`` points; returns float32."""
-        if self.is_identity():
-            return np.asarray(points, dtype=np.float32)
-        pts = np.asarray(points, dtype=np.float64)
-        return (self.scale * pts @ self.R.T + self.t).astype(np.float32)
-
-    def is_identity(self) -> bool:
-        """Return True for the transform of the first segment (nothing to apply)."""
-        return self.scale == 1.0 and not self.t.any() and np.array_equal(self.R, np.eye(3))
-
-    def apply_pose(self, T_seg_cam: np.ndarray) -> np.ndarray:
-        """Return the ``[4, 4]`` rigid camera pose in the world frame.
-
-        The camera keeps a rigid pose: its rotation is ``R @ R_cam`` and its centre is the
-        transformed centre; the scale only moves the centre.
-        """
-        T = np.eye(4)
-        T[:3, :3] = self.R @ T_seg_cam[:3, :3]
-        T[:3, 3] = self.scale * self.R @ T_seg_cam[:3, 3] + self.t
-        return T
-
-    def to_list(self) -> list[float]:
-        """Return ``[scale, R (9, row-major), t (3)]`` for JSON."""
-        return [float(self.scale)] + self.R.ravel().tolist() + self.t.ravel().tolist()
-
-    @classmethod
-    def from_list(cls, values: list[float]) -> 'Sim3':
-        """Inverse of :meth:`to_list`."""
-        if len(values) != 13:
-            raise ValueError(f'a Sim(3) needs 13 numbers, got {len(values)}')
-        arr = np.asarray(values, dtype=np.float64)
-        return cls(scale=float(arr[0]), R=arr[1:10].reshape(3, 3), t=arr[10:13])
 
 
 def correspondences(old_points: list[np.ndarray], old_conf: list[np.ndarray],
@@ -96,13 +54,14 @@ def fit_segment(src: np.ndarray, dst: np.ndarray) -> Optional[Sim3]:
     """Fit the Sim(3) taking new-segment points ``src`` onto world points ``dst``.
 
     :return: the transform, or None when there are too few correspondences or the fit is
-        degenerate (non-positive or non-finite scale).
+        degenerate (coincident source points, non-positive or non-finite scale).
     """
     if len(src) < MIN_CORRESPONDENCES:
         return None
-    from spann3r_model.geometry.camera import umeyama
-
-    scale, R, t = umeyama(src, dst, with_scale=True)
+    try:
+        scale, R, t = umeyama(src, dst, with_scale=True)
+    except ValueError:  # the new segment's points all coincide
+        return None
     scale = float(scale)
     if not np.isfinite(scale) or scale <= 0 or not np.isfinite(R).all():
         return None

@@ -27,6 +27,7 @@ from rosbags.rosbag2 import Writer as Writer2
 from rosbags.typesys import get_types_from_msg, get_typestore, Stores
 
 from spann3r_model.data.scannet import depth_to_millimetres
+from spann3r_model.geometry.frames import R_BODY_OPTICAL
 from spann3r_ros.bags import messages as bm
 from spann3r_ros.synthetic.scene import SyntheticScene
 
@@ -34,9 +35,6 @@ STORAGES = ('sqlite3', 'mcap', 'ros1')
 
 #: ROS 1 Noetic's store lacks tf2_msgs; its definition is one line.
 _TF_MESSAGE_DEF = 'geometry_msgs/TransformStamped[] transforms'
-
-#: Rotation from the camera body (x forward, y left, z up) to the optical frame.
-R_LINK_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 TOPIC_COLOR = '/camera/color/image_raw'
 TOPIC_COMPRESSED = '/camera/color/image_raw/compressed'
@@ -139,7 +137,7 @@ class BagOptions:
 def link_pose(T_world_optical: np.ndarray) -> np.ndarray:
     """``map -> camera_link`` for an optical-frame pose (inverse of the static transform)."""
     T_link_optical = np.eye(4)
-    T_link_optical[:3, :3] = R_LINK_OPTICAL
+    T_link_optical[:3, :3] = R_BODY_OPTICAL
     return T_world_optical @ np.linalg.inv(T_link_optical)
 
 
@@ -173,7 +171,7 @@ def _write_scene(bag: BagWriter, scene: SyntheticScene, opts: BagOptions) -> Non
     c = scene.config
     start_ns = int(round(c.start_time * 1e9))
     T_link_optical = np.eye(4)
-    T_link_optical[:3, :3] = R_LINK_OPTICAL
+    T_link_optical[:3, :3] = R_BODY_OPTICAL
     static = ts.types['tf2_msgs/msg/TFMessage'](transforms=[bm.transform_stamped(
         ts, bm.header(ts, start_ns, LINK_FRAME), OPTICAL_FRAME, T_link_optical)])
     bag.write('/tf_static', static, start_ns)

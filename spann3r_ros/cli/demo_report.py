@@ -25,7 +25,7 @@ from spann3r_model.evaluation.metrics import (
     latency_stats,
 )
 from spann3r_model.evaluation.scoring import score_pointmaps
-from spann3r_model.geometry.camera import R_BODY_OPTICAL
+from spann3r_model.geometry.frames import R_BODY_OPTICAL
 from spann3r_model.io.export import atomic_write_bytes
 from spann3r_ros.node.player import Playback
 

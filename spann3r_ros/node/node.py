@@ -40,8 +40,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool, Trigger
 
+from spann3r_model.geometry.frames import quaternion_xyzw
 from spann3r_ros.bags.messages import camera_info_K
-from spann3r_ros.formats.frames import quaternion_xyzw
 from spann3r_ros.formats.pointcloud import CloudPacker
 from spann3r_ros.node.conversions import (
     camera_info_msg,

@@ -39,12 +39,10 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from spann3r_model.geometry.camera import (
-    depth_from_pointmap,
-    optical_to_rep103_points,
-    optical_to_rep103_pose,
-)
-from spann3r_model.mapping.segments import correspondences, fit_segment, Sim3
+from spann3r_model.geometry.align import Sim3
+from spann3r_model.geometry.camera import depth_from_pointmap
+from spann3r_model.geometry.frames import optical_to_rep103_points, optical_to_rep103_pose
+from spann3r_model.mapping.segments import correspondences, fit_segment
 from spann3r_model.results import FrameResult, MemoryStats
 from spann3r_model.session import attach_pnp_pose
 from spann3r_ros.pipeline.config import NodeConfig

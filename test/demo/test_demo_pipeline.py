@@ -14,7 +14,7 @@ import torch
 
 from spann3r_model.checkpoint import save_safetensors
 from spann3r_model.config import TINY
-from spann3r_model.geometry.camera import optical_to_rep103_points, optical_to_rep103_pose
+from spann3r_model.geometry.frames import optical_to_rep103_points, optical_to_rep103_pose
 from spann3r_model.io.export import read_ply
 from spann3r_model.spann3r import Spann3R
 from spann3r_ros.cli.demo import DEFAULT_WEIGHTS

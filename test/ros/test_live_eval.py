@@ -21,7 +21,7 @@ from spann3r_model.config import EngineConfig
 from spann3r_model.data.scannet import ScanNetScene
 from spann3r_model.evaluation.predictions import Predictions
 from spann3r_model.evaluation.scoring import evaluate, run_session
-from spann3r_model.geometry.camera import optical_to_rep103_pose
+from spann3r_model.geometry.frames import optical_to_rep103_pose
 from spann3r_model.session import StreamingSession
 from spann3r_ros.cli.eval import main as eval_main
 from spann3r_ros.cli.live_eval import score_playback

@@ -78,7 +78,8 @@ def test_segment_restart_aligns_the_new_segment_through_shared_frames(ros, check
 
 
 def test_segment_fit_recovers_a_known_similarity():
-    from spann3r_model.mapping.segments import correspondences, fit_segment, Sim3
+    from spann3r_model.geometry.align import Sim3
+    from spann3r_model.mapping.segments import correspondences, fit_segment
     rng = np.random.default_rng(1)
     truth = Sim3(scale=1.7, R=np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
                  t=np.array([0.3, -0.2, 1.0]))

@@ -6,7 +6,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
 from spann3r_model.config import EngineConfig
-from spann3r_model.geometry.camera import optical_to_rep103_points
+from spann3r_model.geometry.frames import optical_to_rep103_points
 from spann3r_model.session import StreamingSession
 from spann3r_ros.node import node as node_module
 from spann3r_ros.node.node import Spann3rNode

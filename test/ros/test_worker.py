@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from spann3r_model.config import EngineConfig, MemoryConfig, TINY
-from spann3r_model.geometry.camera import optical_to_rep103_points
+from spann3r_model.geometry.frames import optical_to_rep103_points
 from spann3r_model.mapping.voxel_map import VoxelMap
 from spann3r_model.session import StreamingSession
 from spann3r_model.spann3r import Spann3R

@@ -12,7 +12,6 @@ from spann3r_model.evaluation.metrics import (
     latency_stats,
     lower_median,
     reconstruction_metrics,
-    rigid_fit,
 )
 
 
@@ -66,17 +65,6 @@ def test_plane_normals_are_the_plane_normal():
     n = estimate_normals(pts)
     assert np.allclose(np.abs(n @ R[:, 2]), 1.0, atol=1e-9)
     assert np.allclose(np.linalg.norm(n, axis=1), 1.0)
-
-
-def test_rigid_fit_recovers_similarity():
-    rng = np.random.default_rng(2)
-    src = rng.normal(size=(50, 3))
-    R = _rotation([0, 1, 1], 30)
-    dst = 2.5 * src @ R.T + [1, -2, 3]
-    s, R_est, t = rigid_fit(src, dst, with_scale=True)
-    assert s == pytest.approx(2.5) and np.allclose(R_est, R) and np.allclose(t, [1, -2, 3])
-    with pytest.raises(ValueError):
-        rigid_fit(src[:2], dst[:2])
 
 
 def test_icp_recovers_known_rigid_motion():
@@ -139,6 +127,10 @@ def test_ate_is_zero_for_similar_trajectory_and_known_for_offset():
     gt2 = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)
     res = absolute_trajectory_error(gt2, gt2, with_scale=False)
     assert res['rmse'] < 1e-12
+    # A camera that never moved has no scale: it is aligned rigidly, onto the centroid.
+    res = absolute_trajectory_error(np.zeros((4, 3)), gt2)
+    assert res['scale'] == 1.0
+    np.testing.assert_allclose(res['aligned'], np.tile(gt2.mean(axis=0), (4, 1)), atol=1e-12)
 
 
 def test_latency_stats():

@@ -1,20 +1,16 @@
-"""Geometry on synthetic cameras with known intrinsics and poses."""
+"""Camera geometry (focal, PnP pose, depth) on synthetic cameras with known K and pose."""
 
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from spann3r_model.geometry.align import transform_points
 from spann3r_model.geometry.camera import (
     depth_from_pointmap,
     estimate_focal,
     estimate_focal_posed,
     estimate_pose_pnp,
     invert_pose,
-    optical_to_rep103_points,
-    optical_to_rep103_pose,
-    sim3_matrix,
-    transform_points,
-    umeyama,
 )
 
 W, H, F = 64, 48, 55.0
@@ -174,74 +170,3 @@ def test_invert_pose() -> None:
     np.testing.assert_allclose(invert_pose(invert_pose(T)), T, atol=1e-12)
     with pytest.raises(ValueError):
         invert_pose(np.eye(3))
-
-
-@pytest.mark.parametrize('with_scale', [True, False])
-def test_umeyama_recovers_similarity(with_scale: bool) -> None:
-    rng = np.random.default_rng(1)
-    src = rng.normal(size=(50, 3))
-    R = Rotation.from_rotvec([0.3, -1.2, 2.0]).as_matrix()
-    s = 2.5 if with_scale else 1.0
-    t = np.array([1.0, -2.0, 0.5])
-    dst = s * src @ R.T + t
-    s_hat, R_hat, t_hat = umeyama(src, dst, with_scale=with_scale)
-    assert s_hat == pytest.approx(s, rel=1e-10)
-    np.testing.assert_allclose(R_hat, R, atol=1e-10)
-    np.testing.assert_allclose(t_hat, t, atol=1e-10)
-    np.testing.assert_allclose(transform_points(sim3_matrix(s_hat, R_hat, t_hat), src), dst,
-                               atol=1e-10)
-
-
-def test_umeyama_never_returns_a_reflection() -> None:
-    rng = np.random.default_rng(2)
-    src = rng.normal(size=(30, 3))
-    dst = src * np.array([1.0, 1.0, -1.0])  # a mirror image: best proper rotation only
-    _, R, _ = umeyama(src, dst)
-    assert np.linalg.det(R) == pytest.approx(1.0)
-
-
-def test_umeyama_rejects_bad_input() -> None:
-    with pytest.raises(ValueError, match='at least 3'):
-        umeyama(np.zeros((2, 3)), np.zeros((2, 3)))
-    with pytest.raises(ValueError, match=r'\[N, 3\]'):
-        umeyama(np.zeros((5, 3)), np.zeros((4, 3)))
-    with pytest.raises(ValueError, match='identical'):
-        umeyama(np.ones((5, 3)), np.zeros((5, 3)))
-
-
-def test_rep103_axes() -> None:
-    forward, down, right = np.eye(3)[2], np.eye(3)[1], np.eye(3)[0]
-    np.testing.assert_allclose(optical_to_rep103_points(forward), [1, 0, 0])
-    np.testing.assert_allclose(optical_to_rep103_points(down), [0, 0, -1])
-    np.testing.assert_allclose(optical_to_rep103_points(right), [0, -1, 0])
-    T = _pose(6)
-    p_cam = np.array([0.2, -0.1, 3.0])
-    # The same physical point, whichever world axes are used.
-    np.testing.assert_allclose(transform_points(optical_to_rep103_pose(T), p_cam),
-                               optical_to_rep103_points(transform_points(T, p_cam)))
-
-
-def test_rep103_points_are_exact_in_the_input_dtype() -> None:
-    rng = np.random.default_rng(7)
-    for dtype in (np.float32, np.float64):
-        pts = rng.normal(scale=5.0, size=(4, 6, 3)).astype(dtype)
-        out = optical_to_rep103_points(pts)
-        assert out.dtype == dtype and out.shape == pts.shape
-        # REP 103 body axes from optical ones, written out: x = z, y = -x, z = -y.
-        np.testing.assert_array_equal(out[..., 0], pts[..., 2])
-        np.testing.assert_array_equal(out[..., 1], -pts[..., 0])
-        np.testing.assert_array_equal(out[..., 2], -pts[..., 1])
-    # Integer input becomes float64, as a product with the rotation would make it.
-    out = optical_to_rep103_points(np.array([1, 2, 3]))
-    assert out.dtype == np.float64
-    np.testing.assert_array_equal(out, [3.0, -1.0, -2.0])
-    with pytest.raises(ValueError, match=r'\[\.\.\., 3\]'):
-        optical_to_rep103_points(np.zeros((5, 2)))
-
-
-def test_rep103_points_keep_a_non_finite_coordinate_in_its_axis() -> None:
-    pts = np.array([[np.inf, 1.0, 2.0], [0.5, -np.inf, 3.0], [0.25, 1.5, np.nan]])
-    out = optical_to_rep103_points(pts)
-    np.testing.assert_array_equal(out[0], [2.0, -np.inf, -1.0])
-    np.testing.assert_array_equal(out[1], [3.0, -0.5, np.inf])
-    assert np.isnan(out[2, 0]) and out[2, 1] == -0.25 and out[2, 2] == -1.5
