@@ -34,8 +34,9 @@ def bench_packing(frames: int) -> None:
     from std_msgs.msg import Header
 
     from spann3r_model.geometry.frames import optical_to_rep103_points
+    from spann3r_ros.formats.images import image_to_rgb
     from spann3r_ros.formats.pointcloud import CloudPacker
-    from spann3r_ros.node.conversions import cloud_msg, float_image_msg, image_to_rgb
+    from spann3r_ros.node.conversions import cloud_msg, float_image_msg
 
     node = rclpy.create_node('bench_pack')
     pub_cloud = node.create_publisher(PointCloud2, 'bench_points', qos_profile_sensor_data)

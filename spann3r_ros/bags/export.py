@@ -56,6 +56,7 @@ from spann3r_ros.bags.reader import (
     tf_topics,
 )
 from spann3r_ros.bags.tf_buffer import TfBuffer
+from spann3r_ros.formats import images
 
 LOG = logging.getLogger(__name__)
 STATE_FILE = 'export_state.json'
@@ -232,14 +233,14 @@ def _intrinsics(scan: _Scan, supplied: Optional[Intrinsics], size: tuple[int, in
 def _first_pass(bag: BagReader, topics: CameraTopics, pose_spec: tuple[str, ...],
                 opts: ExportOptions, supplied: Optional[Intrinsics]) -> _Plan:
     scan = _scan(bag, topics, pose_spec, opts.max_dt)
-    first = _probe(bm.decode_color, scan.first_image, topics.image, '--image-topic')
+    first = _probe(images.decode_color, scan.first_image, topics.image, '--image-topic')
     size = (int(first.shape[0]), int(first.shape[1]))
     depth_size = None
     if topics.depth:
         if scan.first_depth is None:
             raise ValueError(f'depth topic {topics.depth} has no message; choose another with '
                              '--depth-topic')
-        depth_size = _probe(bm.decode_depth, scan.first_depth, topics.depth,
+        depth_size = _probe(images.decode_depth, scan.first_depth, topics.depth,
                             '--depth-topic').shape[:2]
     intrinsics, K_depth, depth_source = _intrinsics(scan, supplied, size, depth_size)
     source = choose_pose_source(pose_spec, scan.tf, scan.frame_id, scan.pose_samples)
@@ -391,7 +392,7 @@ def _second_pass(bag: BagReader, topics: CameraTopics, plan: _Plan, writer: Scan
             for k in slots_of_depth.get(i, ()):
                 if k in todo:
                     try:
-                        depth[k] = bm.decode_depth(msg)
+                        depth[k] = images.decode_depth(msg)
                     except ValueError as exc:
                         failed[k] = f'depth_decode_error: {exc}'
         for k in [k for k in colour if k in depth or topics.depth is None or k in failed]:
@@ -429,7 +430,7 @@ def _write(writer: ScanNetWriter, k: int, msg: Any, depth: Optional[np.ndarray],
         # Keep the camera's JPEG bytes: no second lossy encoding, and much faster.
         color_bytes = data.tobytes()
     else:
-        rgb = bm.decode_color(msg)
+        rgb = images.decode_color(msg)
         if rgb.shape[:2] != plan.size:
             raise ValueError(f'image is {rgb.shape[1]}x{rgb.shape[0]}, the first image is '
                              f'{plan.size[1]}x{plan.size[0]}')

@@ -1,8 +1,8 @@
-"""Build and decode the bag messages of an RGB-D camera with ``rosbags`` types (no rclpy).
+"""Build and read the bag messages of an RGB-D camera with ``rosbags`` types (no rclpy).
 
 The same code serves ROS 1 and ROS 2 bags: the message classes come from the bag's typestore,
 and the few fields whose names differ (``CameraInfo.K`` vs ``k``, the ROS 1 header ``seq``) are
-handled here.
+handled here. Image payloads are decoded by :mod:`spann3r_ros.formats.images`.
 """
 
 from __future__ import annotations
@@ -13,22 +13,6 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
-
-#: Encodings a colour image may come in, and how to turn them into RGB.
-_COLOR_CONVERSIONS = {
-    'rgb8': None, 'bgr8': cv2.COLOR_BGR2RGB, 'rgba8': cv2.COLOR_RGBA2RGB,
-    'bgra8': cv2.COLOR_BGRA2RGB, 'mono8': cv2.COLOR_GRAY2RGB, '8UC1': cv2.COLOR_GRAY2RGB,
-    '8UC3': cv2.COLOR_BGR2RGB, '8UC4': cv2.COLOR_BGRA2RGB,
-    # ROS names the Bayer pattern from the top-left pixel, OpenCV from the second row.
-    'bayer_rggb8': cv2.COLOR_BayerBG2RGB, 'bayer_bggr8': cv2.COLOR_BayerRG2RGB,
-    'bayer_gbrg8': cv2.COLOR_BayerGR2RGB, 'bayer_grbg8': cv2.COLOR_BayerGB2RGB,
-    'yuv422': cv2.COLOR_YUV2RGB_UYVY, 'uyvy': cv2.COLOR_YUV2RGB_UYVY,
-    'yuv422_yuy2': cv2.COLOR_YUV2RGB_YUY2, 'yuyv': cv2.COLOR_YUV2RGB_YUY2,
-    'mono16': None, '16UC1': None, 'rgb16': None, 'bgr16': None,
-}
-_CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1, '8UC1': 1, '8UC3': 3,
-             '8UC4': 4, 'yuv422': 2, 'uyvy': 2, 'yuv422_yuy2': 2, 'yuyv': 2, 'mono16': 1,
-             '16UC1': 1, 'rgb16': 3, 'bgr16': 3, '32FC1': 1}
 
 
 def stamp_to_ns(stamp: Any) -> int:
@@ -142,85 +126,6 @@ def matrix_from(translation: Any, rotation: Any) -> np.ndarray:
     T[:3, :3] = Rotation.from_quat(q / norm).as_matrix()
     T[:3, 3] = [translation.x, translation.y, translation.z]
     return T
-
-
-def _image_array(msg: Any, channels: int, dtype: np.dtype) -> np.ndarray:
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    itemsize = np.dtype(dtype).itemsize
-    data = np.asarray(msg.data, dtype=np.uint8)
-    if step < w * channels * itemsize or data.size < h * step:
-        raise ValueError(f'image data ({data.size} bytes, step {step}) is too short for '
-                         f'{w}x{h}x{channels} {np.dtype(dtype).name}')
-    rows = data[:h * step].reshape(h, step)[:, :w * channels * itemsize]
-    order = '>' if msg.is_bigendian else '<'
-    arr = np.ascontiguousarray(rows).view(np.dtype(dtype).newbyteorder(order))
-    arr = arr.astype(np.dtype(dtype).newbyteorder('='))
-    return arr.reshape(h, w, channels) if channels > 1 else arr.reshape(h, w)
-
-
-def decode_color(msg: Any) -> np.ndarray:
-    """Decode ``[H, W, 3]`` uint8 RGB from an Image or CompressedImage message.
-
-    :raises ValueError: for encodings that are not colour or grey images.
-    """
-    if hasattr(msg, 'format'):
-        bgr = cv2.imdecode(np.asarray(msg.data, np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f'cannot decode compressed image (format {msg.format!r})')
-        return np.ascontiguousarray(bgr[..., ::-1])
-    enc = msg.encoding
-    if enc not in _COLOR_CONVERSIONS or enc == '32FC1':
-        raise ValueError(f'unsupported colour encoding {enc!r}; supported: '
-                         f'{sorted(_COLOR_CONVERSIONS)}')
-    if enc.startswith('bayer_'):
-        return cv2.cvtColor(_image_array(msg, 1, np.uint8), _COLOR_CONVERSIONS[enc])
-    if enc in ('mono16', '16UC1', 'rgb16', 'bgr16'):
-        arr = (_image_array(msg, _CHANNELS[enc], np.uint16) >> 8).astype(np.uint8)
-        if arr.ndim == 2:
-            return cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB)
-        return arr[..., ::-1].copy() if enc == 'bgr16' else arr
-    arr = _image_array(msg, _CHANNELS[enc], np.uint8)
-    code = _COLOR_CONVERSIONS[enc]
-    return np.ascontiguousarray(arr) if code is None else cv2.cvtColor(arr, code)
-
-
-def decode_depth(msg: Any) -> np.ndarray:
-    """Decode ``[H, W]`` float32 metres (0 = invalid) from 16UC1 / 32FC1 or compressedDepth.
-
-    :raises ValueError: for other encodings or a malformed compressedDepth payload.
-    """
-    if hasattr(msg, 'format'):
-        return _decode_compressed_depth(msg)
-    if msg.encoding in ('16UC1', 'mono16'):
-        return _image_array(msg, 1, np.uint16).astype(np.float32) / np.float32(1000.0)
-    if msg.encoding == '32FC1':
-        depth = _image_array(msg, 1, np.float32)
-        return np.where(np.isfinite(depth) & (depth > 0), depth, 0).astype(np.float32)
-    raise ValueError(f'unsupported depth encoding {msg.encoding!r}; expected 16UC1 or 32FC1')
-
-
-def _decode_compressed_depth(msg: Any) -> np.ndarray:
-    data = np.asarray(msg.data, np.uint8).tobytes()
-    fmt = msg.format
-    if 'compressedDepth' not in fmt:
-        # A plain PNG of 16-bit millimetres (some drivers publish that on .../compressed).
-        raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if raw is None or raw.dtype != np.uint16:
-            raise ValueError(f'compressed depth with format {fmt!r} is not a 16-bit PNG')
-        return raw.astype(np.float32) / np.float32(1000.0)
-    if len(data) < 12:
-        raise ValueError('compressedDepth message shorter than its 12-byte header')
-    _, quant_a, quant_b = struct.unpack('<iff', data[:12])
-    raw = cv2.imdecode(np.frombuffer(data[12:], np.uint8), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise ValueError(f'cannot decode compressedDepth payload (format {fmt!r})')
-    if fmt.startswith('16UC1'):
-        return raw.astype(np.float32) / np.float32(1000.0)
-    # 32FC1: inverse-depth quantisation, depth = a / (v - b), v = 0 marks invalid.
-    v = raw.astype(np.float32)
-    with np.errstate(divide='ignore'):
-        depth = np.where(v > 0, quant_a / (v - quant_b), 0.0)
-    return depth.astype(np.float32)
 
 
 def msg_pose(msg: Any) -> tuple[Optional[str], np.ndarray]:

@@ -76,8 +76,9 @@ def iter_frames(path: Path, image_topic: Optional[str] = None
         for fid in scene.frame_ids:
             yield float(fid), model_input(scene, fid), f'frame-{fid:06d}'
     else:
-        from spann3r_ros.bags.messages import decode_color, stamp_to_ns
+        from spann3r_ros.bags.messages import stamp_to_ns
         from spann3r_ros.bags.reader import BagReader, select_topics
+        from spann3r_ros.formats.images import decode_color
         with BagReader(path) as bag:
             topic = select_topics(bag.topics, image_topic, need_depth=False).image
             for i, (_, ns, msg) in enumerate(bag.messages([topic])):

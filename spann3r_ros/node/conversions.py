@@ -1,10 +1,9 @@
-"""ROS message <-> NumPy conversions for the node.
+"""NumPy -> ROS message builders of the node's outputs.
 
-Inputs (``Image``, ``CompressedImage``) are validated field by field and decoded to ``[H, W, 3]``
-uint8 RGB; anything malformed raises :class:`ImageRejected` with a short ``reason`` code the node
-counts. Outputs (``PointCloud2``, 32FC1 ``Image``) are built here with NumPy, clouds in reused
+``PointCloud2``, 32FC1 ``Image`` and ``CameraInfo`` are built here with NumPy, clouds in reused
 buffers (:mod:`spann3r_ros.formats.pointcloud`); the node needs neither ``sensor_msgs_py`` nor
-``cv_bridge``. The tests decode the messages from their fields alone.
+``cv_bridge``. Inputs are decoded by :mod:`spann3r_ros.formats.images`. The tests decode the
+messages from their fields alone.
 """
 
 from __future__ import annotations
@@ -13,164 +12,12 @@ from array import array as ArrayType
 import sys
 from typing import Optional
 
-import cv2
 import numpy as np
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from spann3r_ros.formats.compressed_size import claimed_size, JPEG_SIGNATURE, PNG_SIGNATURE
 from spann3r_ros.formats.pointcloud import CLOUD_FIELDS, CLOUD_POINT_STEP, CloudPacker
 
-#: Smallest accepted image side; smaller images cannot be cropped to the model meaningfully.
-MIN_SIDE = 8
-
-# encoding -> (channels, dtype, order). 'yuv' encodings are 2 bytes per pixel, packed.
-ENCODINGS: dict[str, tuple[int, str, str]] = {
-    'rgb8': (3, 'u1', 'rgb'), 'bgr8': (3, 'u1', 'bgr'),
-    'rgba8': (4, 'u1', 'rgba'), 'bgra8': (4, 'u1', 'bgra'),
-    'mono8': (1, 'u1', 'mono'), '8UC1': (1, 'u1', 'mono'), '8UC3': (3, 'u1', 'bgr'),
-    'rgb16': (3, 'u2', 'rgb'), 'bgr16': (3, 'u2', 'bgr'),
-    'rgba16': (4, 'u2', 'rgba'), 'bgra16': (4, 'u2', 'bgra'),
-    'mono16': (1, 'u2', 'mono'), '16UC1': (1, 'u2', 'mono'),
-    '32FC1': (1, 'f4', 'mono'),
-    'yuv422': (2, 'u1', 'uyvy'), 'uyvy': (2, 'u1', 'uyvy'),
-    'yuv422_yuy2': (2, 'u1', 'yuyv'), 'yuyv': (2, 'u1', 'yuyv'),
-}
-
-_TO_RGB = {
-    'rgba': cv2.COLOR_RGBA2RGB, 'bgr': cv2.COLOR_BGR2RGB, 'bgra': cv2.COLOR_BGRA2RGB,
-    'mono': cv2.COLOR_GRAY2RGB, 'uyvy': cv2.COLOR_YUV2RGB_UYVY, 'yuyv': cv2.COLOR_YUV2RGB_YUYV,
-}
-
-
-class ImageRejected(ValueError):
-    """A malformed input message.
-
-    :param reason: short machine-readable code (counted in diagnostics).
-    :param message: what exactly is wrong.
-    """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-def _check_size(height: int, width: int, max_pixels: int) -> None:
-    if height == 0 or width == 0:
-        raise ImageRejected('zero_size', f'image has zero size ({width}x{height})')
-    if height * width > max_pixels:
-        raise ImageRejected('too_large', f'image {width}x{height} exceeds max_image_pixels '
-                                         f'({max_pixels})')
-    if min(height, width) < MIN_SIDE:
-        raise ImageRejected('too_small', f'image {width}x{height} is smaller than '
-                                         f'{MIN_SIDE} pixels on a side')
-
-
-def image_to_rgb(msg: Image, max_pixels: int = 16_000_000) -> np.ndarray:
-    """Decode a ``sensor_msgs/Image`` into ``[H, W, 3]`` uint8 RGB.
-
-    Row padding (``step``) and ``is_bigendian`` are honoured; 16-bit images keep their high byte,
-    ``32FC1`` intensities in [0, 1] are scaled to 0..255.
-
-    :param msg: the message.
-    :param max_pixels: larger images are rejected.
-    :return: a new contiguous array.
-    :raises ImageRejected: for any inconsistency between the fields and the data.
-    """
-    height, width = int(msg.height), int(msg.width)
-    _check_size(height, width, max_pixels)
-    try:
-        channels, kind, order = ENCODINGS[msg.encoding]
-    except KeyError:
-        raise ImageRejected('unknown_encoding',
-                            f'unsupported encoding {msg.encoding!r}; use one of '
-                            f'{sorted(ENCODINGS)}') from None
-    itemsize = int(kind[1])
-    row_bytes = width * channels * itemsize
-    if order in ('uyvy', 'yuyv') and width % 2:
-        raise ImageRejected('odd_width', f'{msg.encoding} needs an even width, got {width}')
-    step = int(msg.step)
-    if step < row_bytes:
-        raise ImageRejected('short_step', f'step {step} is smaller than width * pixel size '
-                                          f'({row_bytes}) for {msg.encoding}')
-    data = memoryview(msg.data).cast('B')
-    if len(data) < height * step:
-        raise ImageRejected('short_data', f'data has {len(data)} bytes, height * step needs '
-                                          f'{height * step}')
-    rows = np.frombuffer(data, np.uint8, count=height * step).reshape(height, step)[:, :row_bytes]
-    if itemsize == 1:
-        pixels = rows.reshape(height, width, channels)
-    else:
-        dtype = np.dtype(kind).newbyteorder('>' if msg.is_bigendian else '<')
-        pixels = np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
-        if kind == 'f4':
-            if not np.isfinite(pixels).all():
-                raise ImageRejected('nonfinite', f'{msg.encoding} image contains NaN or inf')
-            pixels = np.rint(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
-        else:
-            pixels = (pixels >> 8).astype(np.uint8)
-    return _to_rgb(np.ascontiguousarray(pixels), order)
-
-
-def _to_rgb(pixels: np.ndarray, order: str) -> np.ndarray:
-    if order == 'rgb':
-        return np.array(pixels, dtype=np.uint8, copy=True)
-    if order == 'mono' and pixels.ndim == 3:
-        pixels = pixels[..., 0]
-    return cv2.cvtColor(pixels, _TO_RGB[order])
-
-
-#: Substrings of ``CompressedImage.format`` that name a codec we decode.
-_CODECS = ('jpeg', 'jpg', 'png')
-
-
-def compressed_to_rgb(msg: CompressedImage, max_pixels: int = 16_000_000) -> np.ndarray:
-    """Decode a JPEG or PNG ``sensor_msgs/CompressedImage`` into ``[H, W, 3]`` uint8 RGB.
-
-    ``format`` follows image_transport (``jpeg``, ``png``, ``rgb8; jpeg compressed bgr8``);
-    an empty format lets the data's own signature decide.
-
-    :param msg: the message.
-    :param max_pixels: larger images are rejected.
-    :return: a new contiguous array.
-    :raises ImageRejected: for an empty, corrupt or unsupported payload.
-    """
-    fmt = msg.format.lower()
-    if fmt and not any(codec in fmt for codec in _CODECS):
-        raise ImageRejected('unsupported_format',
-                            f'compressed format {msg.format!r} is not jpeg or png')
-    data = np.frombuffer(memoryview(msg.data).cast('B'), np.uint8)
-    if data.size == 0:
-        raise ImageRejected('empty_compressed', 'CompressedImage has no data')
-    head = data[:65536].tobytes()
-    if head[:3] != JPEG_SIGNATURE and head[:8] != PNG_SIGNATURE:
-        raise ImageRejected('corrupt_compressed', 'CompressedImage data is neither JPEG nor PNG')
-    # The size the header claims is checked before decoding: a small payload can claim an
-    # enormous image, and the decoder would allocate for it.
-    size = claimed_size(head) or claimed_size(data.tobytes())
-    if size is None:
-        raise ImageRejected('corrupt_compressed', 'CompressedImage header gives no image size')
-    _check_size(size[1], size[0], max_pixels)
-    try:
-        decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    except cv2.error as exc:
-        raise ImageRejected('corrupt_compressed', f'decoder error: {exc}'.splitlines()[0]) \
-            from None
-    if decoded is None or decoded.size == 0:
-        raise ImageRejected('corrupt_compressed', f'could not decode {len(data)} bytes of '
-                                                  f'{msg.format or "compressed"} data')
-    if decoded.dtype == np.uint16:
-        decoded = (decoded >> 8).astype(np.uint8)
-    if decoded.ndim == 2:
-        return cv2.cvtColor(decoded, cv2.COLOR_GRAY2RGB)
-    order = {3: 'bgr', 4: 'bgra'}.get(decoded.shape[2])
-    if order is None:
-        raise ImageRejected('corrupt_compressed', f'decoded image has {decoded.shape[2]} '
-                                                  'channels')
-    return _to_rgb(decoded, order)
-
-
-# -- outputs -------------------------------------------------------------------------------
 
 def cloud_fields() -> list[PointField]:
     """Return the ``PointField`` list of the published clouds."""

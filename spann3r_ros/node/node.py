@@ -42,14 +42,12 @@ from std_srvs.srv import SetBool, Trigger
 
 from spann3r_model.geometry.frames import quaternion_xyzw
 from spann3r_ros.bags.messages import camera_info_K
+from spann3r_ros.formats.images import compressed_to_rgb, image_to_rgb, ImageRejected
 from spann3r_ros.formats.pointcloud import CloudPacker
 from spann3r_ros.node.conversions import (
     camera_info_msg,
     cloud_msg,
-    compressed_to_rgb,
     float_image_msg,
-    image_to_rgb,
-    ImageRejected,
     stamp_to_seconds,
 )
 from spann3r_ros.node.diagnostics import diagnostics_msg, NodeStats

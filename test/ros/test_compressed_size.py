@@ -9,7 +9,7 @@ import pytest
 from sensor_msgs.msg import CompressedImage
 
 from spann3r_ros.formats.compressed_size import claimed_size, jpeg_size, png_size
-from spann3r_ros.node.conversions import compressed_to_rgb, ImageRejected
+from spann3r_ros.formats.images import compressed_to_rgb, ImageRejected
 
 
 def _encoded(ext: str, width: int = 40, height: int = 30) -> bytes:

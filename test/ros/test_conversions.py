@@ -9,6 +9,7 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
+from spann3r_ros.formats import images
 from spann3r_ros.formats.pointcloud import cloud_array
 from spann3r_ros.node import conversions as conv
 
@@ -37,6 +38,9 @@ def _cases():
         ('rgba8', np.concatenate([r, g, b, a], -1), RGB),
         ('bgra8', np.concatenate([b, g, r, a], -1), RGB),
         ('mono8', grey, np.repeat(grey, 3, -1)),
+        ('8UC1', grey, np.repeat(grey, 3, -1)),
+        ('8UC3', np.concatenate([b, g, r], -1), RGB),
+        ('8UC4', np.concatenate([b, g, r, a], -1), RGB),
         ('rgb16', wide, RGB),
         ('bgr16', wide[..., ::-1], RGB),
         ('rgba16', np.concatenate([wide, wide[..., :1]], -1), RGB),
@@ -50,7 +54,7 @@ def _cases():
 @pytest.mark.parametrize('pad', [0, 5])
 @pytest.mark.parametrize('bigendian', [False, True])
 def test_decoding_every_encoding(encoding, pixels, expected, pad, bigendian):
-    out = conv.image_to_rgb(_msg(encoding, np.ascontiguousarray(pixels), pad=pad,
+    out = images.image_to_rgb(_msg(encoding, np.ascontiguousarray(pixels), pad=pad,
                                  bigendian=bigendian))
     assert out.dtype == np.uint8 and out.shape == (12, 10, 3)
     np.testing.assert_array_equal(out, expected)
@@ -60,9 +64,33 @@ def test_yuv422_decodes_to_grey_for_neutral_chroma():
     uyvy = np.zeros((12, 10, 2), np.uint8)
     uyvy[..., 0] = 128  # U/V neutral
     uyvy[..., 1] = 90   # Y
-    out = conv.image_to_rgb(_msg('yuv422', uyvy))
+    out = images.image_to_rgb(_msg('yuv422', uyvy))
     assert out.shape == (12, 10, 3)
     assert np.all(np.abs(out.astype(int) - out[0, 0, 0]) <= 1)
+
+
+#: A 2x2 Bayer cell of (R, G, B) sites tiled over the image: every pixel demosaics to that colour.
+BAYER_RGB = (200, 100, 50)
+#: ROS Bayer encodings and their 2x2 cell, read row by row from the top-left pixel.
+BAYER_CELLS = {'bayer_rggb8': 'RGGB', 'bayer_bggr8': 'BGGR', 'bayer_gbrg8': 'GBRG',
+               'bayer_grbg8': 'GRBG'}
+
+
+def bayer_mosaic(cell, height=12, width=10):
+    """Return a ``[H, W, 1]`` mosaic of the uniform colour ``BAYER_RGB`` with the 2x2 ``cell``."""
+    value = dict(zip('RGB', BAYER_RGB))
+    mosaic = np.zeros((height, width, 1), np.uint8)
+    for k, site in enumerate(cell):
+        mosaic[k // 2::2, k % 2::2] = value[site]
+    return mosaic
+
+
+@pytest.mark.parametrize('encoding', sorted(BAYER_CELLS))
+@pytest.mark.parametrize('pad', [0, 3])
+def test_bayer_images_demosaic_to_their_colour(encoding, pad):
+    out = images.image_to_rgb(_msg(encoding, bayer_mosaic(BAYER_CELLS[encoding]), pad=pad))
+    assert out.dtype == np.uint8 and out.shape == (12, 10, 3)
+    np.testing.assert_array_equal(out, np.broadcast_to(BAYER_RGB, out.shape))
 
 
 def _good():
@@ -91,8 +119,8 @@ MALFORMED_RAW = [
 
 @pytest.mark.parametrize('reason, msg', MALFORMED_RAW, ids=[m[0] for m in MALFORMED_RAW])
 def test_malformed_raw_images_are_rejected_with_reason(reason, msg):
-    with pytest.raises(conv.ImageRejected) as info:
-        conv.image_to_rgb(msg, max_pixels=1_000_000)
+    with pytest.raises(images.ImageRejected) as info:
+        images.image_to_rgb(msg, max_pixels=1_000_000)
     assert info.value.reason == reason
     assert isinstance(info.value, ValueError) and str(info.value)
 
@@ -105,12 +133,12 @@ def _compressed(fmt, ext, image=RGB):
 
 def test_png_roundtrip_is_exact():
     for fmt in ('png', 'rgb8; png compressed bgr8', ''):
-        np.testing.assert_array_equal(conv.compressed_to_rgb(_compressed(fmt, '.png')), RGB)
+        np.testing.assert_array_equal(images.compressed_to_rgb(_compressed(fmt, '.png')), RGB)
 
 
 def test_jpeg_decodes_close_to_the_source():
     smooth = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (48, 1, 3))
-    out = conv.compressed_to_rgb(_compressed('jpeg', '.jpg', smooth))
+    out = images.compressed_to_rgb(_compressed('jpeg', '.jpg', smooth))
     assert out.shape == (48, 64, 3)
     assert np.abs(out.astype(int) - smooth).mean() < 3
 
@@ -126,14 +154,14 @@ MALFORMED_COMPRESSED = [
 @pytest.mark.parametrize('reason, msg', MALFORMED_COMPRESSED,
                          ids=[m[0] for m in MALFORMED_COMPRESSED])
 def test_malformed_compressed_images_are_rejected(reason, msg):
-    with pytest.raises(conv.ImageRejected) as info:
-        conv.compressed_to_rgb(msg)
+    with pytest.raises(images.ImageRejected) as info:
+        images.compressed_to_rgb(msg)
     assert info.value.reason == reason
 
 
 def test_compressed_too_large_is_rejected_after_decoding():
-    with pytest.raises(conv.ImageRejected) as info:
-        conv.compressed_to_rgb(_compressed('png', '.png'), max_pixels=100)
+    with pytest.raises(images.ImageRejected) as info:
+        images.compressed_to_rgb(_compressed('png', '.png'), max_pixels=100)
     assert info.value.reason == 'too_large'
 
 
