@@ -8,8 +8,11 @@
     <root>/scans/<scene>/intrinsic/intrinsic_color.txt            4x4, K top-left
     <root>/scans/<scene>/intrinsic/intrinsic_depth.txt            4x4, K top-left
 
-Exported bags, synthetic scenes and real ScanNet all go through this one reader. Every file is
-written atomically, so a file that exists is complete and an interrupted writer can resume.
+Exported bags, synthetic scenes, real ScanNet and the training datasets all go through this one
+reader. It also accepts frame numbers of any digit count and ``.jpeg`` colour files
+(``frame-N.color.jpg|jpeg|png``, depth and pose named after the colour file); the writer writes
+the six-digit ``jpg|png`` form above. Every file is written atomically, so a file that exists
+is complete and an interrupted writer can resume.
 
 A bag without camera_info exports without ``intrinsic/`` (its ``manifest.json`` says
 ``"intrinsics": {"known": false, ...}``): the frames replay, but whatever needs K refuses it.
@@ -27,7 +30,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-_FRAME_RE = re.compile(r'^frame-(\d{6})\.color\.(jpg|png)$')
+_FRAME_RE = re.compile(r'^frame-(\d+)\.color\.(jpg|jpeg|png)$')
 COLOR_FORMATS = ('jpg', 'png')
 MANIFEST = 'manifest.json'
 
@@ -161,6 +164,10 @@ class ScanNetWriter:
 class ScanNetScene:
     """Read one scene.
 
+    Frames are the ``frame-N.color.jpg|jpeg|png`` files (any digit count); a frame's depth and
+    pose files share its colour file's ``frame-N`` stem. When one frame number has several
+    colour files (a mirror, another digit count) the png is read, else the first name in order.
+
     :param scene_dir: the scene folder (holding ``sensor_data/`` and ``intrinsic/``).
     :raises ValueError: when the folder is not a ScanNet scene or has no frame.
     """
@@ -170,16 +177,17 @@ class ScanNetScene:
         self.sensor_dir = self.scene_dir / 'sensor_data'
         if not self.sensor_dir.is_dir():
             raise ValueError(f'{self.scene_dir} is not a ScanNet scene: no sensor_data/ folder')
-        found: dict[int, str] = {}
+        found: dict[int, tuple[bool, str]] = {}
         for entry in os.listdir(self.sensor_dir):
             match = _FRAME_RE.match(entry)
-            # One frame may exist as .jpg and .png (a mirror); count it once, prefer the png.
-            if match and (int(match.group(1)) not in found or match.group(2) == 'png'):
-                found[int(match.group(1))] = entry
+            if match:
+                # One frame may exist several times; count it once, prefer the png.
+                frame_id, rank = int(match.group(1)), (match.group(2) != 'png', entry)
+                found[frame_id] = min(found.get(frame_id, rank), rank)
         if not found:
-            raise ValueError(f'{self.sensor_dir} holds no frame-NNNNNN.color.jpg|png file')
+            raise ValueError(f'{self.sensor_dir} holds no frame-N.color.jpg|jpeg|png file')
         self.frame_ids = sorted(found)
-        self._color_files = found
+        self._color_files = {fid: entry for fid, (_, entry) in found.items()}
 
     @property
     def name(self) -> str:
@@ -213,9 +221,21 @@ class ScanNetScene:
         """``[3, 3]`` depth intrinsics (float64)."""
         return self._intrinsic('depth')
 
+    def frame_stem(self, frame_id: int) -> str:
+        """Return the ``frame-N`` stem that the files of ``frame_id`` share."""
+        return self._color_files[frame_id].split('.color.')[0]
+
     def color_path(self, frame_id: int) -> Path:
         """Colour file of ``frame_id``."""
         return self.sensor_dir / self._color_files[frame_id]
+
+    def depth_path(self, frame_id: int) -> Path:
+        """Depth file of ``frame_id``."""
+        return self.sensor_dir / f'{self.frame_stem(frame_id)}.depth.png'
+
+    def pose_path(self, frame_id: int) -> Path:
+        """Pose file of ``frame_id``."""
+        return self.sensor_dir / f'{self.frame_stem(frame_id)}.pose.txt'
 
     def color(self, frame_id: int) -> np.ndarray:
         """``[H, W, 3]`` uint8 RGB of ``frame_id``."""
@@ -227,7 +247,7 @@ class ScanNetScene:
 
     def depth_mm(self, frame_id: int) -> np.ndarray:
         """``[H, W]`` uint16 depth in millimetres of ``frame_id``."""
-        path = self.sensor_dir / f'frame-{frame_id:06d}.depth.png'
+        path = self.depth_path(frame_id)
         depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if depth is None:
             raise ValueError(f'cannot read depth {path}')
@@ -235,13 +255,16 @@ class ScanNetScene:
             raise ValueError(f'{path} is not a single-channel uint16 PNG')
         return depth
 
-    def depth(self, frame_id: int) -> np.ndarray:
-        """``[H, W]`` float32 depth in metres (0 = invalid), as the official loader scales it."""
-        return self.depth_mm(frame_id).astype(np.float32) / np.float32(1000.0)
+    def depth(self, frame_id: int, scale: float = 1000.0) -> np.ndarray:
+        """``[H, W]`` float32 depth in metres (0 = invalid), as the official loader scales it.
+
+        :param scale: depth PNG units per metre (ScanNet stores millimetres).
+        """
+        return self.depth_mm(frame_id).astype(np.float32) / np.float32(scale)
 
     def pose(self, frame_id: int) -> np.ndarray:
         """``[4, 4]`` float64 camera-to-world of ``frame_id`` (NaN when unknown)."""
-        path = self.sensor_dir / f'frame-{frame_id:06d}.pose.txt'
+        path = self.pose_path(frame_id)
         if not path.exists():
             raise ValueError(f'missing pose file {path}')
         T = np.loadtxt(path)

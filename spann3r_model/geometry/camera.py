@@ -248,3 +248,37 @@ def depth_from_pointmap(pts3d: np.ndarray, T_world_cam: np.ndarray) -> np.ndarra
     # Only the z row is needed: z = r3 . p + t3.
     depth = pts3d.astype(np.float64) @ T_cam_world[2, :3] + T_cam_world[2, 3]
     return depth.astype(np.float32)
+
+
+def backproject(depth: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Back-project a z-depth map to world points, the ground truth of evaluation and training.
+
+    Invalid depths are 0, negative, NaN and +/-inf: a pixel is valid only where its depth is
+    finite and positive. Invalid pixels are back-projected as depth 0, so their points land
+    exactly on the camera centre ``T_world_cam[:3, 3]``: every returned point is finite (no NaN
+    or inf leaks into a loss or metric that weights points by the mask) and none lies behind
+    the camera. Use the returned mask, never the points, to tell the pixels apart.
+
+    :param depth: ``[H, W]`` z-depth in metres.
+    :param K: ``[3, 3]`` intrinsics of ``depth``.
+    :param T_world_cam: ``[4, 4]`` camera-to-world pose.
+    :return: ``[H, W, 3]`` float32 world points and the ``[H, W]`` bool valid mask
+        (``isfinite(depth) & (depth > 0)``).
+    :raises ValueError: if ``depth`` is not ``[H, W]``.
+    """
+    depth = np.asarray(depth, dtype=np.float32)
+    if depth.ndim != 2:
+        raise ValueError(f'depth must be [H, W], got {depth.shape}')
+    valid = np.isfinite(depth) & (depth > 0)
+    depth = np.where(valid, depth, np.float32(0.0))
+    height, width = depth.shape
+    u, v = np.meshgrid(np.arange(width), np.arange(height))
+    K = np.asarray(K)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    x = ((u - cx) * depth / fx).astype(np.float32)
+    y = ((v - cy) * depth / fy).astype(np.float32)
+    cam = np.stack([x, y, depth], axis=-1)
+    T = np.asarray(T_world_cam, dtype=np.float32)
+    world = np.einsum('ik,vuk->vui', T[:3, :3], cam) + T[:3, 3]
+    return world.astype(np.float32), valid

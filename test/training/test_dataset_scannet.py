@@ -1,10 +1,12 @@
-"""The ScanNet-layout reader, the official crop and the sequence sampling."""
+"""The ScanNet-layout dataset: its reader, its ground truth and the sequence sampling."""
 
 import numpy as np
 import pytest
 import torch
+from training_scenes import render_sequence, write_scannet_scene
 
-from training.datasets.frames import crop_frame, depth_to_world_points, Frame
+from spann3r_model.data.scannet import ScanNetScene
+from spann3r_model.evaluation.gt_views import load_views
 from training.datasets.sampling import sample_frame_window
 from training.datasets.scannet import ScanNetLayout
 
@@ -66,21 +68,63 @@ def test_missing_root_and_short_scenes_are_clear_errors(tmp_path, scannet_root):
         ScanNetLayout(str(scannet_root), num_frames=20)
 
 
-def test_crop_matches_the_official_table():
-    # The official crop of a 640x480 frame with cx = 319.5, cy = 239.5 (eval fixture, README §2).
-    K = np.array([[525.0, 0, 319.5], [0, 525.0, 239.5], [0, 0, 1]])
-    depth = np.ones((480, 640), np.float32)
-    depth[:, 300:] = 2.0
-    frame = Frame(rgb=np.zeros((480, 640, 3), np.uint8), depth=depth, K=K, T_world_cam=np.eye(4))
-    out = crop_frame(frame, 224)
-    assert out.crop.crop1 == (0, 0, 640, 480)
-    assert out.crop.resized_wh == (298, 224) and out.crop.offset == (37, 0)
-    np.testing.assert_allclose(out.K[[0, 1, 0, 1], [0, 1, 2, 2]],
-                               [245.0, 245.0, 111.499985, 111.5], atol=2e-5)
-    # Nearest-neighbour depth: no blended values at the step.
-    assert set(np.unique(out.depth)) == {1.0, 2.0}
-    pts, valid = depth_to_world_points(out.depth, out.K, np.eye(4))
-    assert valid.all() and np.allclose(pts[..., 2], out.depth)
+def test_training_ground_truth_is_the_evaluation_ground_truth(scannet_root):
+    # One crop and one back-projection: a training sample holds exactly what the evaluation
+    # loads for the same frames.
+    ds = ScanNetLayout(str(scannet_root), num_frames=8, min_gap=1, max_gap=1, image_size=64,
+                       sequences_per_scene=1, color_jitter=False)
+    sample = ds[0]
+    scene = ScanNetScene(scannet_root / 'scans' / ds.scenes[0])
+    views = load_views(scene, scene.frame_ids, size=64, centre='principal')
+    assert len(views) == 8
+    for i in range(8):
+        pose = sample['camera_pose'][i].numpy()
+        view = next(v for v in views if np.array_equal(v.T_world_cam, pose))
+        assert np.array_equal(sample['pts3d'][i].numpy(), view.pts_world)
+        assert np.array_equal(sample['valid_mask'][i].numpy(), view.valid)
+        assert np.array_equal(sample['camera_intrinsics'][i].numpy(), view.K)
+        assert np.array_equal(sample['rgb'][i].numpy(), view.rgb)
+
+
+def test_frame_names_of_any_digit_count_and_jpeg_are_read(tmp_path):
+    frames = render_sequence(6, 96, 72, seed=2)
+    data = write_scannet_scene(tmp_path / 'root', 'scene0000_00', frames) / 'sensor_data'
+    # Frame i is renamed frame-<i * 7> (no padding, or seven digits), some colour as .jpeg.
+    for i in range(6):
+        stem = f'frame-{i * 7}' if i % 2 else f'frame-{i * 7:07d}'
+        for kind, ext in (('color', 'png'), ('depth', 'png'), ('pose', 'txt')):
+            new_ext = 'jpeg' if kind == 'color' and i in (1, 4) else ext
+            (data / f'frame-{i:06d}.{kind}.{ext}').rename(data / f'{stem}.{kind}.{new_ext}')
+    scene = ScanNetScene(data.parent)
+    assert scene.frame_ids == [0, 7, 14, 21, 28, 35]
+    assert scene.color_path(7).name == 'frame-7.color.jpeg'
+    assert scene.depth_path(14).name == 'frame-0000014.depth.png'
+    assert np.array_equal(scene.pose(21), frames[3][3])
+    ds = ScanNetLayout(str(tmp_path / 'root'), num_frames=4, min_gap=1, max_gap=2,
+                       image_size=32, sequences_per_scene=2)
+    assert ds.scene_frames('scene0000_00') == scene.frame_ids
+    frame = ds.load_frame('scene0000_00', 7)
+    assert frame.name == 'scene0000_00/frame-7'
+    assert np.array_equal(frame.depth, scene.depth(7))
+    assert np.array_equal(frame.K, scene.K_depth)
+    assert bool(ds[1]['valid_mask'].any())
+
+
+def test_one_frame_in_two_colour_files_counts_once_and_reads_the_png(tmp_path):
+    frames = render_sequence(3, 96, 72, seed=3)
+    data = write_scannet_scene(tmp_path / 'root', 'scene0000_00', frames) / 'sensor_data'
+    (data / 'frame-000001.color.jpg').write_bytes((data / 'frame-000000.color.png').read_bytes())
+    (data / 'frame-1.color.jpeg').write_bytes((data / 'frame-000000.color.png').read_bytes())
+    scene = ScanNetScene(data.parent)
+    assert scene.frame_ids == [0, 1, 2]
+    assert scene.color_path(1).name == 'frame-000001.color.png'
+    assert np.array_equal(scene.color(1), frames[1][0])
+
+
+def test_scene_without_intrinsics_is_refused_when_the_dataset_is_built(scannet_root):
+    (scannet_root / 'scans' / 'scene0001_00' / 'intrinsic' / 'intrinsic_depth.txt').unlink()
+    with pytest.raises(ValueError, match='scene0001_00.*intrinsics.*--intrinsics'):
+        ScanNetLayout(str(scannet_root), num_frames=3)
 
 
 def test_worker_processes_give_the_same_samples(scannet_root):

@@ -3,7 +3,10 @@
 A layout reader subclasses :class:`SequenceDataset` and implements :meth:`scene_frames` (the
 ordered frame ids of a scene) and :meth:`load_frame` (one frame from disk). Everything else -
 which frames form a training sequence, the crop, the pointmaps, the validity masks, the colour
-jitter and the reproducible randomness - lives here once.
+jitter and the reproducible randomness - lives here once. The crop
+(:func:`spann3r_model.data.crop.crop_rgbd`, centred on the principal point) and the
+back-projection (:func:`spann3r_model.geometry.camera.backproject`) are those of the evaluation
+ground truth.
 
 Randomness: every sample draws from ``numpy.random.default_rng((seed, epoch, index))``, so a
 sample is the same whichever worker or rank loads it, and resuming an epoch reproduces it.
@@ -18,13 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from training.datasets.frames import (
-    crop_frame,
-    depth_to_world_points,
-    draw_jitter,
-    Frame,
-    model_image,
-)
+from spann3r_model.data.crop import crop_rgbd
+from spann3r_model.geometry.camera import backproject
+from training.datasets.frames import draw_jitter, Frame, model_image
 from training.datasets.sampling import frame_gap, sample_frame_window
 
 LOG = logging.getLogger(__name__)
@@ -136,8 +135,11 @@ class SequenceDataset(Dataset):
         frame = self.load_frame(scene, frame_id)
         if not np.isfinite(frame.T_world_cam).all():
             return None
-        cropped = crop_frame(frame, self.image_size)
-        pts, valid = depth_to_world_points(cropped.depth, cropped.K, frame.T_world_cam)
+        try:
+            cropped = crop_rgbd(frame.rgb, frame.depth, frame.K, self.image_size, 'principal')
+        except ValueError as err:
+            raise ValueError(f'{frame.name}: {err}') from err
+        pts, valid = backproject(cropped.depth, cropped.K, frame.T_world_cam)
         if not valid.any():
             return None
         return frame, cropped, pts, valid

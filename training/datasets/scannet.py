@@ -1,14 +1,15 @@
-"""The ScanNet layout.
+"""The ScanNet layout as a training dataset: scenes read by ``spann3r_model.data.scannet``.
 
 What ``spann3r-export``, the synthetic generator and the official ScanNet preprocessing
-(SimpleRecon's reader) write:
+(SimpleRecon's reader) write, read by :class:`~spann3r_model.data.scannet.ScanNetScene` (frame
+names and the files of a frame are its rules):
 
 ::
 
-    <root>/scans/<scene>/sensor_data/frame-NNNNNN.color.jpg|png   RGB
-    <root>/scans/<scene>/sensor_data/frame-NNNNNN.depth.png       uint16 millimetres, 0 = invalid
-    <root>/scans/<scene>/sensor_data/frame-NNNNNN.pose.txt        4x4 camera-to-world
-    <root>/scans/<scene>/intrinsic/intrinsic_depth.txt            4x4, K of the depth map
+    <root>/scans/<scene>/sensor_data/frame-N.color.jpg|jpeg|png   RGB
+    <root>/scans/<scene>/sensor_data/frame-N.depth.png            uint16, 0 = invalid
+    <root>/scans/<scene>/sensor_data/frame-N.pose.txt             4x4 camera-to-world
+    <root>/scans/<scene>/intrinsic/intrinsic_depth.txt            K of the depth map
     <root>/splits/scannetv2_<split>.txt                           optional scene list
 
 The ``test`` split reads ``scans_test/``. Scenes come from ``scenes`` when given, else the split
@@ -18,16 +19,15 @@ file when present, else every folder under ``scans/``. A scene without ``intrins
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
-import re
 from typing import Sequence
 
+import numpy as np
+
+from spann3r_model.data.scannet import ScanNetScene
 from training.datasets.base import SequenceDataset
 from training.datasets.frames import Frame
-from training.datasets.io import read_depth_png, read_lines, read_matrix, read_rgb
-
-_FRAME = re.compile(r'^frame-(\d+)\.color\.(jpg|jpeg|png)$')
+from training.datasets.io import read_lines
 
 
 class ScanNetLayout(SequenceDataset):
@@ -60,45 +60,26 @@ class ScanNetLayout(SequenceDataset):
             self.scenes = sorted(p.name for p in self.folder.iterdir()
                                  if (p / 'sensor_data').is_dir())
         self._require_scenes()
+        self._readers: dict[str, ScanNetScene] = {}
+        self._K: dict[str, np.ndarray] = {}
         for scene in self.scenes:
-            K_file = self.folder / scene / 'intrinsic' / 'intrinsic_depth.txt'
-            if not K_file.is_file():
-                raise ValueError(f'{self.name}: scene {scene} has no intrinsics ({K_file} is '
-                                 'missing; a bag exported without camera_info has none): '
-                                 're-export the bag with spann3r-export --intrinsics '
-                                 'fx,fy,cx,cy or --calibration FILE')
-            if len(self.scene_frames(scene)) < self.num_frames:
-                raise ValueError(f'{self.name}: scene {scene} has '
-                                 f'{len(self.scene_frames(scene))} frames, fewer than '
-                                 f'num_frames={self.num_frames}')
+            try:
+                reader = ScanNetScene(self.folder / scene)
+                self._K[scene] = reader.K_depth
+            except ValueError as err:
+                raise ValueError(f'{self.name}: scene {scene}: {err}') from err
+            if len(reader) < self.num_frames:
+                raise ValueError(f'{self.name}: scene {scene} has {len(reader)} frames, fewer '
+                                 f'than num_frames={self.num_frames}')
+            self._readers[scene] = reader
 
-    def scene_frames(self, scene: str) -> Sequence[str]:
-        """Return the colour-frame file names of ``scene`` in frame order."""
-        return _list_frames(self.folder / scene / 'sensor_data')
+    def scene_frames(self, scene: str) -> Sequence[int]:
+        """Return the frame numbers of ``scene`` in order."""
+        return self._readers[scene].frame_ids
 
-    def load_frame(self, scene: str, frame_id: str) -> Frame:
+    def load_frame(self, scene: str, frame_id: int) -> Frame:
         """Read colour, depth, pose and the scene's depth intrinsics."""
-        data = self.folder / scene / 'sensor_data'
-        stem = frame_id.split('.color.')[0]
-        K = _intrinsics(self.folder / scene / 'intrinsic' / 'intrinsic_depth.txt')
-        return Frame(rgb=read_rgb(data / frame_id),
-                     depth=read_depth_png(data / f'{stem}.depth.png', self.depth_scale),
-                     K=K, T_world_cam=read_matrix(data / f'{stem}.pose.txt', (4, 4)),
-                     name=f'{scene}/{stem}')
-
-
-@lru_cache(maxsize=256)
-def _list_frames(folder: Path) -> tuple[str, ...]:
-    if not folder.is_dir():
-        raise ValueError(f'missing folder {folder}')
-    found = []
-    for path in folder.iterdir():
-        match = _FRAME.match(path.name)
-        if match:
-            found.append((int(match.group(1)), path.name))
-    return tuple(name for _, name in sorted(found))
-
-
-@lru_cache(maxsize=256)
-def _intrinsics(path: Path):
-    return read_matrix(path, (4, 4))[:3, :3]
+        reader = self._readers[scene]
+        return Frame(rgb=reader.color(frame_id), depth=reader.depth(frame_id, self.depth_scale),
+                     K=self._K[scene], T_world_cam=reader.pose(frame_id),
+                     name=f'{scene}/{reader.frame_stem(frame_id)}')
