@@ -109,6 +109,22 @@ def markdown(report: dict) -> str:
     return '\n'.join(lines)
 
 
+def json_ready(value: object) -> object:
+    """Return a strict-JSON copy: NumPy values to Python, non-finite floats to None."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
 def write_report(out: Path, report: dict, clouds: Optional[dict] = None,
                  text: Optional[str] = None) -> None:
     """Write ``report.json`` and ``report.md`` (and PLYs named after ``clouds`` keys).
@@ -118,7 +134,7 @@ def write_report(out: Path, report: dict, clouds: Optional[dict] = None,
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / 'report.json', json.dumps(report, indent=1, default=float).encode())
+    atomic_write(out / 'report.json', (json.dumps(json_ready(report), indent=1) + '\n').encode())
     atomic_write(out / 'report.md', (markdown(report) if text is None else text).encode())
     for name, (xyz, rgb) in (clouds or {}).items():
         write_ply(out / f'{name}.ply', np.asarray(xyz, np.float32), rgb)

@@ -91,7 +91,9 @@ def evaluate(scene: ScanNetScene, frame_ids: list[int], preds: Predictions,
              ) -> tuple[dict, dict, dict]:
     """Score ``preds`` against the scene's ground truth.
 
-    :return: ``(report, clouds, plot_data)``.
+    :return: ``(report, clouds, plot_data)``: the JSON-ready report; the aligned prediction
+        and ground-truth clouds; the data of the figures (positions, distances, latencies) and
+        the :class:`CloudEvaluation` itself (``'evaluation'``: aligned points for previews).
     """
     if preds.source is not None and preds.origin == 'ours':
         if preds.source.max(initial=-1) >= len(frame_ids):
@@ -125,4 +127,5 @@ def evaluate(scene: ScanNetScene, frame_ids: list[int], preds: Predictions,
     gt_rgb = np.stack([v.rgb for v in views])[valid]
     pred_rgb = preds.rgb[valid] if preds.rgb is not None else gt_rgb
     clouds = {'prediction': (ev.pred_points, pred_rgb), 'ground_truth': (ev.gt_points, gt_rgb)}
+    plot['evaluation'] = ev
     return report, clouds, plot

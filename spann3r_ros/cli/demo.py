@@ -34,15 +34,10 @@ from spann3r_model.evaluation.gt_views import load_views
 from spann3r_model.evaluation.metrics import CloudEvaluation
 from spann3r_model.io.export import read_ply
 from spann3r_ros.bags.writer import BagOptions, TOPIC_COLOR, write_synthetic_bag
+from spann3r_ros.cli.common import run_tool
 from spann3r_ros.cli.demo_preview import render_preview
-from spann3r_ros.cli.demo_report import (
-    dense_predictions,
-    DensePredictions,
-    evaluate_run,
-    first_camera_pose,
-    map_points_to_gt_world,
-    write_reports,
-)
+from spann3r_ros.cli.demo_report import first_camera_pose, map_points_to_gt_world, write_reports
+from spann3r_ros.cli.playback_score import DensePredictions, score_playback
 from spann3r_ros.cli.synth import write_scannet
 from spann3r_ros.node.player import play_lockstep, Playback, read_bag_frames
 from spann3r_ros.node.remote import ros_context
@@ -50,7 +45,7 @@ from spann3r_ros.synthetic.scene import SyntheticConfig, SyntheticScene
 
 LOG = logging.getLogger('spann3r_demo')
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_WEIGHTS = REPO / 'weights' / 'spann3r_tiny_demo.safetensors'
 NODE_NAME = 'spann3r_node'
 SCENE_NAME = 'demo_room'
@@ -229,8 +224,9 @@ def score(out: Path, scene_dir: Path, n_frames: int, playback: Playback,
     """Evaluate the run, render the preview and assemble the report."""
     scene = ScanNetScene(scene_dir)
     frame_ids = scene.frame_ids[:n_frames]
-    preds = dense_predictions(playback, args.min_confidence)
-    report, ev = evaluate_run(scene, frame_ids, preds, playback)
+    report, _, plot = score_playback(scene, frame_ids, playback, args.min_confidence,
+                                     node_name=f'/{NODE_NAME}')
+    preds, ev = plot['dense'], plot['evaluation']
     map_path = out / 'map.ply'
     cloud = read_ply(map_path)
     if len(cloud['xyz']) == 0:
@@ -291,23 +287,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; exit code 0 on success, 2 on bad input, 1 when the pipeline fails."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    try:
-        if args.frames < 3:
-            raise ValueError(f'--frames must be >= 3, got {args.frames}')
-        report = run_demo(args)
-    except ValueError as exc:
-        print(f'demo: error: {exc}', file=sys.stderr)  # noqa: T201
-        return 2
-    except (RuntimeError, TimeoutError) as exc:
-        print(f'demo: failed: {exc}', file=sys.stderr)  # noqa: T201
-        return 1
+    return run_tool(build_parser(), _main, argv, failures=(RuntimeError, TimeoutError),
+                    log_format='%(levelname)s %(name)s: %(message)s')
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.frames < 3:
+        raise ValueError(f'--frames must be >= 3, got {args.frames}')
+    report = run_demo(args)
     m, lat = report['metrics'], report.get('latency') or {}
     ate = report.get('ate') or {}
     _say(f'Acc {m["acc"]:.4f}  Comp {m["comp"]:.4f}  NC {m["nc"]:.4f}  '
          f'ATE {ate.get("rmse", float("nan")):.4f}  '
-         f'{report.get("throughput_fps") or 0:.2f} frames/s, '
+         f'{report["live"]["throughput_fps"] or 0:.2f} frames/s, '
          f'latency p50 {lat.get("p50_ms", float("nan")):.0f} ms')
     for name, path in report['files'].items():
         _say(f'{name:12s} {path}')

@@ -16,7 +16,6 @@ FPS and latency percentiles.
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 import sys
 import tempfile
@@ -27,8 +26,16 @@ from spann3r_model.evaluation import report as eval_report
 from spann3r_model.evaluation.predictions import load_predictions
 from spann3r_model.evaluation.scoring import evaluate, run_session
 from spann3r_ros.bags.export import export_bag, ExportOptions
-from spann3r_ros.cli.live_eval import markdown as live_markdown
+from spann3r_ros.cli.common import (
+    add_engine_options,
+    add_frame_options,
+    check_frame_options,
+    frame_selection,
+    run_tool,
+    session_from_args,
+)
 from spann3r_ros.cli.live_eval import run_live
+from spann3r_ros.cli.playback_score import report_markdown
 
 
 def open_sequence(path: Path, workdir: Path, scene: Optional[str] = None) -> ScanNetScene:
@@ -79,16 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                      '1.0 for the full protocol)')
     p.add_argument('--out', type=Path, default=Path('eval_out'), help='report folder')
     p.add_argument('--scene', help='scene name when the dataset holds several')
-    p.add_argument('--every', type=int, default=1, help='use every K-th frame (kf_every)')
-    p.add_argument('--max-frames', type=int, default=0, help='evaluate at most this many')
-    p.add_argument('--preset', help='architecture preset for checkpoints without a config')
-    p.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
-    p.add_argument('--image-size', type=int, default=224,
-                   help='model resolution (224 for the released weights)')
-    p.add_argument('--precision', default='fp32', help='fp32, fp16, bf16 or int8')
+    add_frame_options(p, 'use every K-th frame (kf_every)')
+    add_engine_options(p)
     p.add_argument('--no-icp', action='store_true', help='skip the ICP refinement')
-    p.add_argument('--no-pose', action='store_true',
-                   help='do not estimate camera poses (no ATE; faster)')
     p.add_argument('--namespace',
                    help='--live: namespace of the running node (live.launch.py: spann3r). '
                    'Default: found on the ROS graph when exactly one Spann3R node runs')
@@ -113,30 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of ``spann3r-eval``."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    try:
-        if args.every < 1 or args.max_frames < 0:
-            raise ValueError('--every must be >= 1 and --max-frames >= 0')
-        with tempfile.TemporaryDirectory(prefix='spann3r-eval-') as work:
-            report = _run(args, Path(work))
-    except ValueError as exc:
-        print(f'spann3r-eval: error: {exc}', file=sys.stderr)  # noqa: T201
-        return 2
+    return run_tool(build_parser(), _main, argv)
+
+
+def _main(args: argparse.Namespace) -> int:
+    check_frame_options(args)
+    with tempfile.TemporaryDirectory(prefix='spann3r-eval-') as work:
+        report = _run(args, Path(work))
     print(report_markdown(report))  # noqa: T201
     return 0
 
 
-def report_markdown(report: dict) -> str:
-    """Return ``report.md``: the summary plus, for a live run, how the node was played."""
-    return eval_report.markdown(report) + live_markdown(report)
-
-
 def _run(args: argparse.Namespace, work: Path) -> dict:
     scene = open_sequence(args.sequence, work, args.scene)
-    frame_ids = scene.frame_ids[::args.every]
-    if args.max_frames:
-        frame_ids = frame_ids[:args.max_frames]
+    frame_ids = frame_selection(args, scene.frame_ids)
     latencies = None
     if args.live:
         report, clouds, plot = run_live(scene, frame_ids, node_name=args.node_name,
@@ -149,15 +139,7 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
     if args.predictions is not None:
         preds = load_predictions(args.predictions, scene.name)
     else:
-        from spann3r_model.backends.process import apply_process_settings
-        from spann3r_model.config import EngineConfig
-        from spann3r_model.session import StreamingSession
-        engine = EngineConfig(device=args.device, precision=args.precision,
-                              image_size=args.image_size)
-        apply_process_settings(engine)
-        session = StreamingSession.from_checkpoint(str(args.checkpoint), engine_config=engine,
-                                                   preset=args.preset,
-                                                   estimate_pose=not args.no_pose)
+        session = session_from_args(args, args.checkpoint)
         preds, latencies = run_session(session, scene, frame_ids)
     report, clouds, plot = evaluate(scene, frame_ids, preds, latencies, not args.no_icp)
     report['checkpoint'] = None if args.checkpoint is None else str(args.checkpoint)

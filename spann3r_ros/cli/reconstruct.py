@@ -33,6 +33,13 @@ from spann3r_model.data.scannet import atomic_write
 from spann3r_model.evaluation.predictions import write_frame, write_info
 from spann3r_model.io.progress import Progress
 from spann3r_model.results import FrameResult
+from spann3r_ros.cli.common import (
+    add_engine_options,
+    add_frame_options,
+    check_frame_options,
+    run_tool,
+    session_from_args,
+)
 from spann3r_ros.cli.frame_sources import describe, iter_frames
 
 LOG = logging.getLogger(__name__)
@@ -224,46 +231,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('input', type=Path, help='image folder, video file, bag or ScanNet scene')
     p.add_argument('--out', type=Path, required=True)
     p.add_argument('--checkpoint', type=Path, required=True)
-    p.add_argument('--preset', help='architecture preset for checkpoints without a config')
-    p.add_argument('--device', default='auto')
-    p.add_argument('--image-size', type=int, default=224,
-                   help='model resolution (224 for the released weights)')
-    p.add_argument('--precision', default='fp32')
-    p.add_argument('--every', type=int, default=1, help='use every K-th input frame')
-    p.add_argument('--max-frames', type=int, default=0)
+    add_engine_options(p)
+    add_frame_options(p, 'use every K-th input frame')
     p.add_argument('--image-topic', help='bag input: colour topic')
     p.add_argument('--conf-thresh', type=float, default=1e-3,
                    help='keep points with (c - 1) / c above this in points.ply')
     p.add_argument('--unordered', action='store_true',
                    help='official offline mode for unordered photo sets (O(N^2) model steps); '
                    'holds every decoded frame in memory, unlike the default streaming mode')
-    p.add_argument('--no-pose', action='store_true', help='skip focal / PnP pose estimation')
     p.add_argument('--quiet', action='store_true')
     return p
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of ``spann3r-reconstruct``."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    try:
-        if args.every < 1 or args.max_frames < 0:
-            raise ValueError('--every must be >= 1 and --max-frames >= 0')
-        from spann3r_model.backends.process import apply_process_settings
-        from spann3r_model.config import EngineConfig
-        from spann3r_model.session import StreamingSession
-        engine = EngineConfig(device=args.device, precision=args.precision,
-                              image_size=args.image_size)
-        apply_process_settings(engine)
-        session = StreamingSession.from_checkpoint(
-            str(args.checkpoint), engine_config=engine, preset=args.preset,
-            estimate_pose=not args.no_pose)
-        info = reconstruct(session, args.input, args.out, args.every, args.max_frames,
-                           args.unordered, args.conf_thresh, args.image_topic,
-                           progress=not args.quiet)
-    except ValueError as exc:
-        print(f'spann3r-reconstruct: error: {exc}', file=sys.stderr)  # noqa: T201
-        return 2
+    return run_tool(build_parser(), _main, argv)
+
+
+def _main(args: argparse.Namespace) -> int:
+    check_frame_options(args)
+    session = session_from_args(args, args.checkpoint)
+    info = reconstruct(session, args.input, args.out, args.every, args.max_frames,
+                       args.unordered, args.conf_thresh, args.image_topic,
+                       progress=not args.quiet)
     print(f'reconstructed {info["n_frames"]} frames into {args.out}')  # noqa: T201
     return 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 import shutil
 import sys
@@ -12,6 +11,7 @@ from typing import Optional
 from spann3r_model.data.scannet import ScanNetWriter
 from spann3r_model.io.progress import Progress
 from spann3r_ros.bags.writer import BagOptions, STORAGES, write_synthetic_bag
+from spann3r_ros.cli.common import run_tool
 from spann3r_ros.synthetic.scene import SyntheticConfig, SyntheticScene
 
 
@@ -63,27 +63,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of ``spann3r-synth``."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    try:
-        if not args.scannet and not args.bag:
-            raise ValueError('nothing to write: pass --scannet and/or --bag STORAGE')
-        cfg = SyntheticConfig(width=args.width, height=args.height, num_frames=args.frames,
-                              fps=args.fps, seed=args.seed)
-        scene = SyntheticScene(cfg)
-        opts = BagOptions(raw_color=not args.no_raw, compressed=args.compressed,
-                          depth=args.depth)
-        args.out.mkdir(parents=True, exist_ok=True)
-        written = []
-        if args.scannet:
-            written.append(write_scannet(scene, args.out, args.name, args.color_format))
-        for storage in args.bag:
-            suffix = {'sqlite3': '_sqlite3', 'mcap': '_mcap', 'ros1': '.bag'}[storage]
-            written.append(write_synthetic_bag(scene, args.out / f'{args.name}{suffix}',
-                                               storage, opts))
-    except ValueError as exc:
-        print(f'spann3r-synth: error: {exc}', file=sys.stderr)  # noqa: T201
-        return 2
+    return run_tool(build_parser(), _main, argv)
+
+
+def _main(args: argparse.Namespace) -> int:
+    if not args.scannet and not args.bag:
+        raise ValueError('nothing to write: pass --scannet and/or --bag STORAGE')
+    cfg = SyntheticConfig(width=args.width, height=args.height, num_frames=args.frames,
+                          fps=args.fps, seed=args.seed)
+    scene = SyntheticScene(cfg)
+    opts = BagOptions(raw_color=not args.no_raw, compressed=args.compressed,
+                      depth=args.depth)
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if args.scannet:
+        written.append(write_scannet(scene, args.out, args.name, args.color_format))
+    for storage in args.bag:
+        suffix = {'sqlite3': '_sqlite3', 'mcap': '_mcap', 'ros1': '.bag'}[storage]
+        written.append(write_synthetic_bag(scene, args.out / f'{args.name}{suffix}',
+                                           storage, opts))
     for path in written:
         print(path)  # noqa: T201
     return 0

@@ -10,15 +10,11 @@ import sys
 import numpy as np
 from PIL import Image
 import pytest
-import torch
 
-from spann3r_model.checkpoint import save_safetensors
-from spann3r_model.config import TINY
 from spann3r_model.geometry.frames import optical_to_rep103_points, optical_to_rep103_pose
 from spann3r_model.io.export import read_ply
-from spann3r_model.spann3r import Spann3R
 from spann3r_ros.cli.demo import DEFAULT_WEIGHTS
-from spann3r_ros.cli.demo_report import dense_predictions
+from spann3r_ros.cli.playback_score import dense_predictions
 from spann3r_ros.node.player import NodeOutput, Playback
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,23 +26,17 @@ def _demo(*args, timeout=600):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope='module')
-def weights(tmp_path_factory):
-    """The shipped demo weights, or (before they exist) an untrained tiny model."""
-    if DEFAULT_WEIGHTS.is_file():
-        return DEFAULT_WEIGHTS, True
-    path = tmp_path_factory.mktemp('weights') / 'tiny_random.safetensors'
-    torch.manual_seed(0)
-    save_safetensors(Spann3R(TINY), TINY, path)
-    return path, False
+def test_the_demo_finds_the_shipped_weights():
+    assert DEFAULT_WEIGHTS == ROOT / 'weights' / 'spann3r_tiny_demo.safetensors'
+    assert DEFAULT_WEIGHTS.is_file()
 
 
 @pytest.mark.slow
-def test_demo_pipeline_writes_every_output(weights, tmp_path):
-    checkpoint, shipped = weights
+def test_demo_pipeline_writes_every_output(tmp_path):
     out = tmp_path / 'demo'
     frames = 6
-    run = _demo('--checkpoint', checkpoint, '--frames', frames, '--out', out)
+    # The shipped weights, found by default as `make demo` finds them.
+    run = _demo('--frames', frames, '--out', out)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     # It says where everything is.
     for name in ('map.ply', 'report.json', 'report.md', 'preview.png'):
@@ -54,21 +44,25 @@ def test_demo_pipeline_writes_every_output(weights, tmp_path):
 
     report = json.loads((out / 'report.json').read_text())
     # Frame i is refined when frame i + 1 is processed: all but the last come back.
-    assert report['frames_played'] == frames
-    assert report['frames_answered'] == frames - 1
-    assert report['frames_evaluated'] == frames - 1
+    live = report['live']
+    assert live['frames_published'] == frames
+    assert live['frames_answered'] == frames - 1
+    assert live['frames_evaluated'] == frames - 1
     metrics = report['metrics']
     for key in ('acc', 'acc_med', 'comp', 'comp_med', 'nc'):
         assert math.isfinite(metrics[key]) and metrics[key] > 0, (key, metrics[key])
     assert 0.0 <= metrics['nc'] <= 1.0
+    # Loose bounds that trained weights meet and an untrained network misses by far: on these
+    # 6 frames the shipped weights give Acc 0.55 m, Comp 0.35 m; untrained, 24 m and 19 m.
+    assert metrics['acc'] < 2.0 and metrics['comp'] < 2.0, metrics
     assert report['evaluated_pixels'] > 0
     latency = report['latency']
     assert latency['n'] == frames - 1
     assert 0 < latency['p50_ms'] <= latency['max_ms'] < 600_000
-    assert report['throughput_fps'] > 0
-    if shipped:
-        # The trained weights estimate a focal and a pose for every frame.
-        assert report['ate'] is not None and math.isfinite(report['ate']['rmse'])
+    assert live['throughput_fps'] > 0
+    # The trained weights estimate a focal and a pose for every frame.
+    assert report['ate'] is not None and math.isfinite(report['ate']['rmse'])
+    assert report['ate']['n'] == frames - 1
 
     cloud = read_ply(out / 'map.ply')
     assert len(cloud['xyz']) > 0 and len(cloud['xyz']) == report['map_points']

@@ -24,7 +24,7 @@ from spann3r_model.evaluation.scoring import evaluate, run_session
 from spann3r_model.geometry.frames import optical_to_rep103_pose
 from spann3r_model.session import StreamingSession
 from spann3r_ros.cli.eval import main as eval_main
-from spann3r_ros.cli.live_eval import score_playback
+from spann3r_ros.cli.playback_score import score_playback
 from spann3r_ros.node.node import Spann3rNode
 from spann3r_ros.node.player import NodeOutput, Playback
 
@@ -171,7 +171,7 @@ def test_filtered_pixels_are_reported_and_poses_aligned(sequence):
     assert report['ate']['n'] == 4 and report['ate']['rmse'] < 1e-5
     assert report['ate']['scale'] == pytest.approx(2.0, rel=1e-5)
     assert report['latency']['n'] == 4 and report['latency']['max_ms'] == pytest.approx(500.0)
-    from spann3r_ros.cli.live_eval import markdown
+    from spann3r_ros.cli.playback_score import live_markdown as markdown
     assert 'Not the full official protocol' in markdown(report)
 
 

@@ -13,8 +13,9 @@ from spann3r_model.data.scannet import (
     ScanNetWriter,
 )
 from spann3r_ros.bags import export as bag_export
-from spann3r_ros.bags.export import export_bag, ExportOptions, main
+from spann3r_ros.bags.export import export_bag, ExportOptions
 from spann3r_ros.bags.writer import BagOptions, link_pose, OPTICAL_FRAME, write_synthetic_bag
+from spann3r_ros.cli.export import main
 from spann3r_ros.synthetic.scene import SyntheticConfig, SyntheticScene
 
 STORAGES = [('sqlite3', 'bag2'), ('mcap', 'bag2m'), ('ros1', 'bag1.bag')]
