@@ -12,13 +12,10 @@ import threading
 import numpy as np
 import pytest
 
-from spann3r_ros.synthetic.scene import (
-    _floor_mod,
-    screen_rect,
-    SyntheticConfig,
-    SyntheticScene,
-    TEXTURES,
-)
+from spann3r_ros.synthetic.layout import TEXTURES
+from spann3r_ros.synthetic.projection import screen_rect
+from spann3r_ros.synthetic.scene import SyntheticConfig, SyntheticScene
+from spann3r_ros.synthetic.textures import _floor_mod
 
 
 def _to_local(s, origin, dirs):
