@@ -34,7 +34,7 @@ import safetensors.torch
 import torch
 
 from spann3r_model.config import DPTConfig, ModelConfig, PRESETS
-from spann3r_model.io.export import atomic_output
+from spann3r_model.io.atomic import atomic_output
 
 if TYPE_CHECKING:
     from spann3r_model.spann3r import Spann3R

@@ -2,22 +2,23 @@
 
 A checkpoint holds the model weights, the optimiser and gradient-scaler states, every random
 state the loop consumes (Python, NumPy, torch CPU and CUDA), the epoch and step counters, the
-resolved training config and the model architecture. It is written to a temporary file in the
-same folder and renamed, so a crash never leaves a half-written checkpoint behind, and it is
-read with ``torch.load(weights_only=True)``: all content is tensors and plain containers.
+resolved training config and the model architecture. It is written atomically and durably
+(:func:`spann3r_model.io.atomic.atomic_output`), so a crash never leaves a half-written
+checkpoint behind, and it is read with ``torch.load(weights_only=True)``: all content is
+tensors and plain containers.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 import random
-import tempfile
 from typing import Any
 
 import numpy as np
 import torch
+
+from spann3r_model.io.atomic import atomic_output
 
 FORMAT = 'training/1'
 
@@ -48,22 +49,6 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state['cuda'])
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_training_state(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                         scaler: torch.amp.GradScaler | None, epoch: int, step_in_epoch: int,
                         global_step: int, best_metric: float, train_config: dict[str, Any],
@@ -87,7 +72,8 @@ def save_training_state(path: Path, *, model: torch.nn.Module, optimizer: torch.
         'train_config': json.dumps(train_config),
         'model_config': json.dumps(model_config),
     }
-    atomic_torch_save(state, path)
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_training_state(path: Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from spann3r_model.config import ModelConfig, PRESETS
-from spann3r_model.io.export import atomic_write_text
+from spann3r_model.io.atomic import atomic_write_text
 
 
 def preset_schema(name: str) -> dict[str, Any]:

@@ -24,11 +24,12 @@ import json
 import os
 from pathlib import Path
 import re
-import tempfile
 from typing import Optional
 
 import cv2
 import numpy as np
+
+from spann3r_model.io.atomic import atomic_write
 
 _FRAME_RE = re.compile(r'^frame-(\d+)\.color\.(jpg|jpeg|png)$')
 COLOR_FORMATS = ('jpg', 'png')
@@ -37,22 +38,6 @@ MANIFEST = 'manifest.json'
 #: How to give a scene intrinsics; every refusal for want of them says it.
 SUPPLY_HINT = ('re-export the bag with spann3r-export --intrinsics fx,fy,cx,cy or '
                '--calibration FILE')
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + path.name, suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary shared files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _encode(ext: str, image: np.ndarray, params: Optional[list[int]] = None) -> bytes:

@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from spann3r_model.data.scannet import atomic_write
+from spann3r_model.io.atomic import atomic_write
 from spann3r_model.io.safe_pickle import load_npy
 from spann3r_model.results import FrameResult
 

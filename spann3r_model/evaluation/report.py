@@ -8,8 +8,8 @@ from typing import Optional
 
 import numpy as np
 
-from spann3r_model.data.scannet import atomic_write
-from spann3r_model.io.export import write_ply
+from spann3r_model.io.atomic import atomic_write
+from spann3r_model.io.ply import write_ply
 
 
 def _plt():

@@ -67,5 +67,5 @@ def optical_to_rep103_pose(T_world_cam: np.ndarray) -> np.ndarray:
 
 
 def quaternion_xyzw(R: np.ndarray) -> np.ndarray:
-    """Return the unit quaternion ``(x, y, z, w)`` of a ``[3, 3]`` rotation matrix."""
+    """Return the unit quaternion ``(x, y, z, w)`` of a ``[..., 3, 3]`` rotation matrix."""
     return Rotation.from_matrix(np.asarray(R, dtype=np.float64)).as_quat()

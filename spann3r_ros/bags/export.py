@@ -24,12 +24,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from spann3r_model import __version__
-from spann3r_model.data.scannet import (
-    atomic_write,
-    depth_to_millimetres,
-    ScanNetWriter,
-    SUPPLY_HINT,
-)
+from spann3r_model.data.scannet import depth_to_millimetres, ScanNetWriter, SUPPLY_HINT
+from spann3r_model.io.atomic import atomic_write
 from spann3r_model.io.progress import Progress
 from spann3r_ros.bags import messages as bm
 from spann3r_ros.bags.camera_intrinsics import (

@@ -32,7 +32,7 @@ import numpy as np
 from spann3r_model.data.scannet import ScanNetScene
 from spann3r_model.evaluation.gt_views import load_views
 from spann3r_model.evaluation.metrics import CloudEvaluation
-from spann3r_model.io.export import read_ply
+from spann3r_model.io.ply import read_ply
 from spann3r_ros.bags.writer import BagOptions, TOPIC_COLOR, write_synthetic_bag
 from spann3r_ros.cli.common import run_tool
 from spann3r_ros.cli.demo_preview import render_preview

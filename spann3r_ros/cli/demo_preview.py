@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from spann3r_model.io.export import atomic_output
+from spann3r_model.io.atomic import atomic_output
 
 #: Points drawn per cloud; more only slows matplotlib down.
 MAX_DRAWN = 30_000

@@ -29,8 +29,8 @@ from typing import Any, Iterable, Iterator, Optional
 import cv2
 import numpy as np
 
-from spann3r_model.data.scannet import atomic_write
 from spann3r_model.evaluation.predictions import write_frame, write_info
+from spann3r_model.io.atomic import atomic_write
 from spann3r_model.io.progress import Progress
 from spann3r_model.results import FrameResult
 from spann3r_ros.cli.common import (
@@ -117,7 +117,7 @@ class _Outputs:
     """Writes each result as it comes and keeps only what the last files need (poses)."""
 
     def __init__(self, out: Path, conf_thresh: float) -> None:
-        from spann3r_model.io.export import PlyStream
+        from spann3r_model.io.ply import PlyStream
         self.out, self.conf_thresh = out, conf_thresh
         self.ply = PlyStream(out / 'points.ply', rgb=True, conf=True)
         # (index, stamp, T_world_cam, focal, width) of the frames with a pose.
@@ -133,7 +133,7 @@ class _Outputs:
             self.posed.append((r.index, r.stamp, r.T_world_cam, r.focal, r.rgb.shape[1]))
 
     def finish(self, info: dict) -> None:
-        from spann3r_model.io.export import write_transforms_json, write_tum
+        from spann3r_model.io.trajectory import write_transforms_json, write_tum
         self.ply.close()
         info['frames_with_pose'] = len(self.posed)
         if self.posed:

@@ -492,7 +492,8 @@ class Spann3rNode(Node):
 
     def _on_save_map(self, request: Trigger.Request, response: Trigger.Response
                      ) -> Trigger.Response:
-        from spann3r_model.io.export import write_ply, write_tum
+        from spann3r_model.io.ply import write_ply
+        from spann3r_model.io.trajectory import write_tum
         try:
             path = self.map_path()
             xyz, rgb, conf = self.worker.map_arrays()

@@ -1,7 +1,8 @@
 """Persist a live reconstruction (memory, map, trajectory, frame of reference) and resume it.
 
-A saved session is a directory with two files, written into a temporary sibling directory and
-renamed into place, so a crash never leaves a half-written session behind:
+A saved session is a directory with two files, each written durably
+(:mod:`spann3r_model.io.atomic`) into a temporary sibling directory that is then renamed into
+place, so a crash never leaves a half-written session behind:
 
 * ``tensors.safetensors``: the streaming session's memory tensors (prefix ``session.``), the
   voxel map's state (prefix ``map.``) and the trajectory (``trajectory.stamps`` ``[N]``,
@@ -27,6 +28,13 @@ from typing import Any, Optional
 import numpy as np
 import safetensors.torch
 import torch
+
+from spann3r_model.io.atomic import (
+    atomic_output,
+    atomic_write_text,
+    fsync_directory,
+    make_directories,
+)
 
 FORMAT_VERSION = 1
 TENSORS = 'tensors.safetensors'
@@ -88,18 +96,17 @@ def save(directory: os.PathLike, *, session_tensors: dict[str, Any], session_met
     meta = {'format_version': FORMAT_VERSION, 'identity': ident, 'session': session_meta,
             'extra': extra or {}}
     text = json.dumps(meta, indent=2, sort_keys=True)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_directories(final.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{final.name}.', dir=final.parent))
     try:
-        safetensors.torch.save_file(tensors, str(tmp / TENSORS))
-        (tmp / META).write_text(text)
-        for name in (TENSORS, META):
-            with open(tmp / name, 'rb') as f:
-                os.fsync(f.fileno())
+        with atomic_output(tmp / TENSORS) as tensors_path:
+            safetensors.torch.save_file(tensors, str(tensors_path))
+        atomic_write_text(tmp / META, text)
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    fsync_directory(final.parent)
     return final
 
 

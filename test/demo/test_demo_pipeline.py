@@ -12,7 +12,7 @@ from PIL import Image
 import pytest
 
 from spann3r_model.geometry.frames import optical_to_rep103_points, optical_to_rep103_pose
-from spann3r_model.io.export import read_ply
+from spann3r_model.io.ply import read_ply
 from spann3r_ros.cli.demo import DEFAULT_WEIGHTS
 from spann3r_ros.cli.playback_score import dense_predictions
 from spann3r_ros.node.player import NodeOutput, Playback

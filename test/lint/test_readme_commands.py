@@ -33,7 +33,7 @@ from typing import Callable, Optional, Union
 import pytest
 
 from spann3r_model.checkpoint import load_model, save_official
-from spann3r_model.io.export import read_ply
+from spann3r_model.io.ply import read_ply
 from training.config import load_config, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage
 from std_srvs.srv import SetBool, Trigger
 
-from spann3r_model.io.export import read_ply
+from spann3r_model.io.ply import read_ply
 from spann3r_ros.node.node import Spann3rNode
 
 

@@ -11,7 +11,7 @@ import torch
 from spann3r_model.checkpoint import save_safetensors
 from spann3r_model.config import EngineConfig, ModelConfig
 from spann3r_model.evaluation.predictions import load_predictions, write_frame, write_info
-from spann3r_model.io.export import read_ply
+from spann3r_model.io.ply import read_ply
 from spann3r_model.results import FrameResult
 from spann3r_model.session import StreamingSession
 from spann3r_model.spann3r import Spann3R
@@ -161,8 +161,9 @@ def test_streamed_reconstruction_writes_what_the_whole_sequence_in_memory_gives(
         tiny_frames, tiny_checkpoint, tmp_path):
     # The expected files come from every frame decoded first and every result held, then written
     # with the export writers: what spann3r-reconstruct did before it streamed.
-    from spann3r_model.data.scannet import atomic_write
-    from spann3r_model.io.export import write_ply, write_transforms_json, write_tum
+    from spann3r_model.io.atomic import atomic_write
+    from spann3r_model.io.ply import write_ply
+    from spann3r_model.io.trajectory import write_transforms_json, write_tum
     from spann3r_ros.cli.frame_sources import iter_frames
     scene = tmp_path / 'images'
     scene.mkdir()

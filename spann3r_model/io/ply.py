@@ -1,85 +1,20 @@
-"""Writers (and readers for round trips) of reconstruction outputs.
+"""PLY point clouds: written whole or part by part, and read back (binary little-endian).
 
-* PLY point clouds: binary little-endian, ``x y z`` float32, optional ``red green blue`` uint8
-  and ``confidence`` float32 per vertex.
-* TUM trajectories: one ``timestamp tx ty tz qx qy qz qw`` line per camera-to-world pose.
-* Nerfstudio ``transforms.json`` with the fields the official demo writes.
-
-Every file is written atomically: a temporary file in the target directory is filled, flushed
-to disk and renamed over the target, so readers never see a partial file and a failure leaves
-any previous file untouched.
+Vertices carry ``x y z`` float32, optionally ``red green blue`` uint8 and ``confidence`` float32.
+Files are written atomically (:mod:`spann3r_model.io.atomic`): readers never see a partial
+file and a failure leaves any previous file untouched.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 from pathlib import Path
 import shutil
 import tempfile
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Optional
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
-PathLike = Union[str, os.PathLike]
-
-
-@contextlib.contextmanager
-def atomic_output(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it over ``path`` if the block succeeds.
-
-    The caller writes the complete file to the yielded path. On success the file is fsynced and
-    renamed (atomic on POSIX); on any exception it is deleted and ``path`` is left as it was.
-
-    :param path: final location of the file; its directory must exist.
-    :return: a context manager yielding the temporary path.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise ValueError(f'directory of {path} does not exist')
-    fd, tmp_name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        with open(tmp, 'rb+') as handle:
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform allows opening a directory.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def atomic_write_text(path: PathLike, text: str, encoding: str = 'utf-8') -> None:
-    """Write ``text`` to ``path`` atomically (temporary file, fsync, rename)."""
-    atomic_write_bytes(path, text.encode(encoding))
-
-
-# --- PLY --------------------------------------------------------------------------------------
+from spann3r_model.io.atomic import atomic_output, atomic_write, make_directories, PathLike
 
 _PLY_TYPES = {
     'char': 'i1', 'int8': 'i1', 'uchar': 'u1', 'uint8': 'u1',
@@ -147,7 +82,7 @@ def write_ply(path: PathLike, xyz: np.ndarray, rgb: Optional[np.ndarray] = None,
     :raises ValueError: on shape or dtype mismatches or non-finite positions.
     """
     vertices = _ply_vertices(xyz, rgb, conf)
-    atomic_write_bytes(path, _ply_header(len(vertices), vertices.dtype) + vertices.tobytes())
+    atomic_write(path, _ply_header(len(vertices), vertices.dtype) + vertices.tobytes())
 
 
 class PlyStream:
@@ -159,15 +94,14 @@ class PlyStream:
     for byte what :func:`write_ply` writes for the concatenated parts. Used as a context
     manager, the stream is closed on success and discarded on an exception.
 
-    :param path: output file; its directory must exist.
+    :param path: output file; missing parent directories are created.
     :param rgb: every part carries ``[N, 3]`` uint8 colours.
     :param conf: every part carries ``[N]`` confidences.
     """
 
     def __init__(self, path: PathLike, *, rgb: bool = False, conf: bool = False) -> None:
         self.path = Path(path)
-        if not self.path.parent.is_dir():
-            raise ValueError(f'directory of {self.path} does not exist')
+        make_directories(self.path.parent)
         self._rgb, self._conf = rgb, conf
         self._dtype = _ply_dtype(rgb, conf)
         self._body = tempfile.TemporaryFile(dir=self.path.parent)
@@ -265,106 +199,3 @@ def read_ply(path: PathLike) -> dict[str, np.ndarray]:
         out['conf'] = vertices['confidence'].astype(np.float32)
     out['properties'] = {name: np.array(vertices[name]) for name in names}
     return out
-
-
-# --- trajectories -----------------------------------------------------------------------------
-
-def _check_poses(T_world_cams: np.ndarray) -> np.ndarray:
-    poses = np.asarray(T_world_cams, dtype=np.float64)
-    if poses.ndim != 3 or poses.shape[1:] != (4, 4):
-        raise ValueError(f'poses must be [N, 4, 4], got {poses.shape}')
-    if not np.isfinite(poses).all():
-        raise ValueError('poses contain NaN or infinite values')
-    return poses
-
-
-def write_tum(path: PathLike, stamps: Sequence[float], T_world_cams: np.ndarray) -> None:
-    """Write a TUM RGB-D trajectory (``timestamp tx ty tz qx qy qz qw``) atomically.
-
-    :param path: output file.
-    :param stamps: ``[N]`` timestamps in seconds.
-    :param T_world_cams: ``[N, 4, 4]`` camera-to-world poses.
-    """
-    poses = _check_poses(T_world_cams)
-    stamps = np.asarray(stamps, dtype=np.float64)
-    if stamps.shape != (poses.shape[0],):
-        raise ValueError(f'{stamps.shape[0] if stamps.ndim else 1} stamps for '
-                         f'{poses.shape[0]} poses')
-    lines = ['# timestamp tx ty tz qx qy qz qw']
-    if len(poses):
-        quats = Rotation.from_matrix(poses[:, :3, :3]).as_quat()  # x, y, z, w
-        for stamp, pose, quat in zip(stamps, poses, quats):
-            values = [*pose[:3, 3], *quat]
-            lines.append(f'{stamp:.9f} ' + ' '.join(f'{v:.9g}' for v in values))
-    atomic_write_text(path, '\n'.join(lines) + '\n')
-
-
-def read_tum(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read a TUM trajectory.
-
-    :return: ``([N] stamps, [N, 4, 4] camera-to-world poses)``.
-    :raises ValueError: on malformed lines (the message names the line).
-    """
-    stamps, poses = [], []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith('#'):
-            continue
-        parts = line.split()
-        if len(parts) != 8:
-            raise ValueError(f'{path}:{number}: expected 8 values, got {len(parts)}')
-        values = [float(p) for p in parts]
-        pose = np.eye(4)
-        pose[:3, :3] = Rotation.from_quat(values[4:8]).as_matrix()
-        pose[:3, 3] = values[1:4]
-        stamps.append(values[0])
-        poses.append(pose)
-    return np.asarray(stamps, dtype=np.float64), np.asarray(poses).reshape(-1, 4, 4)
-
-
-def cv_to_gl_pose(T_world_cam: np.ndarray) -> np.ndarray:
-    """Return the pose with the camera's y and z axes flipped (OpenCV to OpenGL convention)."""
-    pose = np.array(T_world_cam, dtype=np.float64, copy=True)
-    pose[:3, 1:3] *= -1.0
-    return pose
-
-
-def write_transforms_json(path: PathLike, *, width: int, height: int, focal: float,
-                          T_world_cams: np.ndarray, file_paths: Optional[Sequence[str]] = None,
-                          ply_file_path: Optional[str] = None,
-                          principal_point: Optional[tuple[float, float]] = None) -> dict[str, Any]:
-    """Write a Nerfstudio ``transforms.json`` as the official demo does, atomically.
-
-    Poses are given in the OpenCV convention (camera-to-world, z forward, y down) and written
-    in the OpenGL convention Nerfstudio expects (y and z axes of the camera negated).
-
-    :param path: output file.
-    :param width: image width in pixels (``w``).
-    :param height: image height in pixels (``h``).
-    :param focal: focal length in pixels (``fl_x`` = ``fl_y``).
-    :param T_world_cams: ``[N, 4, 4]`` camera-to-world poses (OpenCV convention).
-    :param file_paths: image path of each frame; defaults to ``imgs/img_0000.png`` and so on.
-    :param ply_file_path: point cloud to reference (``ply_file_path``), if any.
-    :param principal_point: ``(cx, cy)``; defaults to ``(width / 2, height / 2)``.
-    :return: the written dictionary.
-    """
-    poses = _check_poses(T_world_cams)
-    if width <= 0 or height <= 0 or not np.isfinite(focal) or focal <= 0:
-        raise ValueError(f'bad camera: {width}x{height}, focal {focal}')
-    if file_paths is not None and len(file_paths) != len(poses):
-        raise ValueError(f'{len(file_paths)} file paths for {len(poses)} poses')
-    cx, cy = principal_point if principal_point is not None else (width / 2, height / 2)
-    content: dict[str, Any] = {
-        'w': int(width), 'h': int(height), 'fl_x': float(focal), 'fl_y': float(focal),
-        'cx': float(cx), 'cy': float(cy), 'k1': 0, 'k2': 0, 'p1': 0, 'p2': 0,
-        'camera_model': 'OPENCV',
-    }
-    content['frames'] = [
-        {'file_path': file_paths[i] if file_paths is not None else f'imgs/img_{i:04d}.png',
-         'transform_matrix': cv_to_gl_pose(pose).tolist()}
-        for i, pose in enumerate(poses)
-    ]
-    if ply_file_path is not None:
-        content['ply_file_path'] = ply_file_path
-    atomic_write_text(path, json.dumps(content, indent=4) + '\n')
-    return content
