@@ -31,6 +31,7 @@ import torch
 from spann3r_model.config import EngineConfig
 from spann3r_model.data.scannet import ScanNetScene
 from spann3r_model.geometry import camera as geometry
+from spann3r_model.geometry.align import transform_points
 from spann3r_model.session import POSE_CONF_THRESH, StreamingSession
 
 WEIGHTS = Path(__file__).resolve().parents[1] / 'weights' / 'spann3r_tiny_demo.safetensors'
@@ -90,7 +91,7 @@ def gt_pointmaps(scene: ScanNetScene, count: int) -> tuple[list, float]:
         conf = rng.uniform(1.0, 10.0, (height, width)).astype(np.float32)
         cam = cam + rng.normal(0.0, 0.02, cam.shape) / conf[..., None]
         T = T0_inv @ scene.pose(i)
-        points = cam @ T[:3, :3].T + T[:3, 3]
+        points = transform_points(T, cam)
         points[depth <= 0] = np.nan
         results.append((points.astype(np.float32), conf))
     # The synthetic camera has its principal point at the image centre, as PnP assumes here.

@@ -13,6 +13,7 @@ from spann3r_model.evaluation import report as eval_report
 from spann3r_model.evaluation.metrics import (
     CloudEvaluation,
 )
+from spann3r_model.geometry.align import transform_points
 from spann3r_model.geometry.frames import R_BODY_OPTICAL
 from spann3r_ros.cli.playback_score import report_markdown
 
@@ -52,9 +53,7 @@ def map_points_to_gt_world(xyz_map: np.ndarray, ev: CloudEvaluation,
     pts[:, 2] -= a.pred_shift_z
     pts *= a.gt_scale / a.pred_scale
     pts[:, 2] += a.gt_shift_z
-    pts = pts @ T_world_cam0[:3, :3].T + T_world_cam0[:3, 3]
-    T = ev.icp.transformation
-    return pts @ T[:3, :3].T + T[:3, 3]
+    return transform_points(ev.icp.transformation, transform_points(T_world_cam0, pts))
 
 
 def first_camera_pose(scene: ScanNetScene, frame_id: int) -> np.ndarray:
