@@ -1,0 +1,1 @@
+"""Dataset layouts of the official training recipe and what they share."""
