@@ -192,7 +192,7 @@ def node_pipeline(model: Spann3R, device: str, precision: str, image_size: int =
     missing = [name for name in ('rclpy', 'sensor_msgs') if importlib.util.find_spec(name) is None]
     if missing:
         return {'na': f"{' and '.join(missing)} not installed here (no ROS 2 on this machine)"}
-    from spann3r_model.checkpoint import save_safetensors
+    from spann3r_model.checkpoint_safetensors import save_safetensors
     with tempfile.TemporaryDirectory(prefix='spann3r_gpu_check_') as tmp:
         checkpoint = str(Path(tmp) / 'weights.safetensors')
         # The node loads its own copy: this one leaves the device.

@@ -84,7 +84,7 @@ def bench_end_to_end(frames: int) -> None:
     from sensor_msgs.msg import Image, PointCloud2
     import torch
 
-    from spann3r_model.checkpoint import save_safetensors
+    from spann3r_model.checkpoint_safetensors import save_safetensors
     from spann3r_model.config import TINY
     from spann3r_model.spann3r import Spann3R
     from spann3r_ros.node.node import Spann3rNode

@@ -1,156 +1,37 @@
-"""The one place that knows checkpoint formats.
+"""The one place that knows checkpoint formats: it reads any of them and loads it into a model.
 
 Two formats are read and written:
 
-* **Official** ``spann3r.pth``: a ``torch.save`` container ``{'model': state_dict, 'args':
-  argparse.Namespace, 'optimizer': ..., 'scaler': ..., 'epoch': ...}`` as DUSt3R-lineage training
-  writes it (a bare state_dict is accepted too). It is unpickled with ``weights_only=True`` and
-  an allow-list holding only ``argparse.Namespace``: the other entries are plain dicts, lists,
-  numbers and tensors, which the restricted unpickler handles. Anything else (a crafted pickle
-  that would call a function) is refused before it runs.
-* **Ours**: safetensors with the resolved :class:`ModelConfig` as JSON and a format version in
-  the file's metadata. Weights saved by :func:`save_official` load unchanged in the official code.
+* **Official** ``spann3r.pth`` (:mod:`spann3r_model.checkpoint_official`): the ``torch.save``
+  container DUSt3R-lineage training writes (a bare state_dict is accepted too), unpickled with an
+  allow-list so that a crafted pickle is refused before it runs.
+* **Ours** (:mod:`spann3r_model.checkpoint_safetensors`): safetensors with the resolved
+  :class:`ModelConfig` as JSON and a format version in the file's metadata.
 
-Key handling (all of it in :func:`filter_state_dict` and :func:`match_state_dict`): ``module.``
-and ``_orig_mod.`` prefixes (DDP, ``torch.compile``) are stripped; each DPT
-``scratch.layer{1..4}_rn.weight`` / ``scratch.layer_rn.{0..3}.weight`` pair names one tensor,
-so either name satisfies both; loading is strict and errors list missing, unexpected and
-shape-mismatched keys and name the file.
+Key handling, for both, is in :mod:`spann3r_model.checkpoint_keys`: wrapper prefixes are
+stripped, the two names of each DPT alias satisfy each other, and loading is strict. A file
+without a recorded config gets the architecture its tensor shapes imply (:func:`infer_config`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import os
 from pathlib import Path
-import pickle
 import re
 from typing import Any, Mapping, Optional, TYPE_CHECKING, Union
 
-import safetensors
-import safetensors.torch
 import torch
 
+from spann3r_model.checkpoint_keys import CheckpointError, filter_state_dict, match_state_dict
+from spann3r_model.checkpoint_official import read_official
+from spann3r_model.checkpoint_safetensors import read_safetensors
 from spann3r_model.config import DPTConfig, ModelConfig, PRESETS
-from spann3r_model.io.atomic import atomic_output
+from spann3r_model.io.atomic import PathLike
 
 if TYPE_CHECKING:
     from spann3r_model.spann3r import Spann3R
 
 LOG = logging.getLogger(__name__)
-
-PathLike = Union[str, os.PathLike]
-
-#: Version of our safetensors layout; bump when the metadata or key layout changes.
-FORMAT_VERSION = 1
-_META_FORMAT = 'spann3r_format_version'
-_META_CONFIG = 'spann3r_model_config'
-_ARGS_CONFIG = 'spann3r_model_config'
-
-#: Classes the official container pickles besides tensors and builtins.
-SAFE_GLOBALS = (argparse.Namespace,)
-
-_WRAPPER_PREFIXES = ('module.', '_orig_mod.')
-_LIST_LIMIT = 10
-
-_ALIAS_NAMED = re.compile(r'^(?P<head>(?:.*\.)?dpt\.scratch\.)layer(?P<n>[1-4])_rn\.weight$')
-_ALIAS_LISTED = re.compile(r'^(?P<head>(?:.*\.)?dpt\.scratch\.)layer_rn\.(?P<n>[0-3])\.weight$')
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read or does not fit the model."""
-
-
-# --- key handling -----------------------------------------------------------------------------
-
-def alias_of(key: str) -> Optional[str]:
-    """Return the other name of an aliased DPT key, or None when ``key`` has no alias."""
-    match = _ALIAS_NAMED.match(key)
-    if match:
-        return f'{match["head"]}layer_rn.{int(match["n"]) - 1}.weight'
-    match = _ALIAS_LISTED.match(key)
-    if match:
-        return f'{match["head"]}layer{int(match["n"]) + 1}_rn.weight'
-    return None
-
-
-def filter_state_dict(state_dict: Mapping[str, Any], source: str = '<state_dict>'
-                      ) -> dict[str, torch.Tensor]:
-    """Strip wrapper prefixes (``module.``, ``_orig_mod.``, in any nesting) and check types.
-
-    :param state_dict: mapping of names to tensors.
-    :param source: name of the file for error messages.
-    :return: a new dict with clean names.
-    :raises CheckpointError: for non-string keys, non-tensor values or names that collide
-        after stripping.
-    """
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        if not isinstance(key, str):
-            raise CheckpointError(f'{source}: state_dict key {key!r} is not a string')
-        if not isinstance(value, torch.Tensor):
-            raise CheckpointError(f'{source}: {key!r} is a {type(value).__name__}, not a tensor')
-        name = key
-        stripped = True
-        while stripped:
-            stripped = False
-            for prefix in _WRAPPER_PREFIXES:
-                if name.startswith(prefix):
-                    name, stripped = name[len(prefix):], True
-            name = name.replace('._orig_mod.', '.')
-        if name in out:
-            raise CheckpointError(f'{source}: {key!r} collides with another key as {name!r}')
-        out[name] = value
-    return out
-
-
-def _listing(title: str, items: list[str]) -> str:
-    shown = ', '.join(items[:_LIST_LIMIT])
-    more = f' ... and {len(items) - _LIST_LIMIT} more' if len(items) > _LIST_LIMIT else ''
-    return f'{len(items)} {title}: {shown}{more}'
-
-
-def match_state_dict(expected: Mapping[str, torch.Size], state_dict: Mapping[str, torch.Tensor],
-                     source: str = '<state_dict>') -> dict[str, torch.Tensor]:
-    """Map a checkpoint's tensors onto the keys a model expects, strictly.
-
-    :param expected: every key of the model's state_dict and its shape.
-    :param state_dict: the checkpoint's tensors (prefixes already stripped).
-    :param source: name of the file for error messages.
-    :return: one tensor per expected key (aliased keys share one tensor).
-    :raises CheckpointError: listing missing, unexpected and shape-mismatched keys, or naming
-        aliased keys whose two stored copies differ.
-    """
-    out: dict[str, torch.Tensor] = {}
-    missing, mismatched = [], []
-    consumed = set()
-    for key, shape in expected.items():
-        other = alias_of(key)
-        names = [n for n in (key, other) if n is not None and n in state_dict]
-        if not names:
-            missing.append(key)
-            continue
-        tensor = state_dict[names[0]]
-        if len(names) == 2:
-            second = state_dict[names[1]]
-            if second is not tensor and (second.shape != tensor.shape or
-                                         not torch.equal(second, tensor)):
-                raise CheckpointError(f'{source}: aliased keys {names[0]!r} and {names[1]!r} '
-                                      'name one tensor in the model but differ in the file')
-        consumed.update(names)
-        if tuple(tensor.shape) != tuple(shape):
-            mismatched.append(f'{key} (file {list(tensor.shape)}, model {list(shape)})')
-            continue
-        out[key] = tensor
-    unexpected = sorted(set(state_dict) - consumed)
-    if missing or unexpected or mismatched:
-        parts = [_listing(title, items) for title, items in (
-            ('missing keys', missing), ('unexpected keys', unexpected),
-            ('shape mismatches', mismatched)) if items]
-        raise CheckpointError(f'{source} does not fit the model: ' + '; '.join(parts))
-    return out
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -167,70 +48,13 @@ def _sniff(path: Path) -> str:
     raise CheckpointError(f'{path}: neither a torch checkpoint nor a safetensors file')
 
 
-def _torch_load(path: Path) -> Any:
-    try:
-        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
-            return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as err:
-        # Keep only the line naming what was refused: torch's generic advice around it is to
-        # retry with the restriction switched off, which is exactly what must not happen here.
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        reason = next((line for line in lines if 'GLOBAL' in line or 'Unsupported' in line),
-                      lines[-1] if lines else repr(err))
-        raise CheckpointError(f'{path}: refused to unpickle (only tensors, plain Python data '
-                              f'and argparse.Namespace are allowed): {reason}') from None
-    except Exception as err:  # zip, EOF and storage errors of truncated or corrupt files
-        raise CheckpointError(f'{path}: cannot read checkpoint ({type(err).__name__}: '
-                              f'{str(err)[:200]})') from None
-
-
-def _config_from_json(text: str, source: str) -> ModelConfig:
-    try:
-        return ModelConfig.from_dict(json.loads(text))
-    except (ValueError, TypeError) as err:
-        raise CheckpointError(f'{source}: invalid model config in file: {err}') from None
-
-
 def _read(path: PathLike) -> tuple[dict[str, torch.Tensor], Optional[ModelConfig], dict]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'checkpoint {path} does not exist')
-    kind = _sniff(path)
-    if kind == 'safetensors':
-        try:
-            with safetensors.safe_open(str(path), framework='pt') as handle:
-                metadata = dict(handle.metadata() or {})
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-        except Exception as err:
-            raise CheckpointError(f'{path}: corrupt safetensors file ({err})') from None
-        version = metadata.get(_META_FORMAT)
-        if version is not None and int(version) > FORMAT_VERSION:
-            raise CheckpointError(f'{path}: format version {version} is newer than the '
-                                  f'supported {FORMAT_VERSION}')
-        config = (_config_from_json(metadata[_META_CONFIG], str(path))
-                  if _META_CONFIG in metadata else None)
-        return filter_state_dict(tensors, str(path)), config, {'metadata': metadata}
-    obj = _torch_load(path)
-    if not isinstance(obj, dict):
-        raise CheckpointError(f'{path}: expected a dict, got {type(obj).__name__}')
-    extra: dict[str, Any] = {}
-    if 'model' in obj:
-        state_dict = obj['model']
-        if not isinstance(state_dict, dict):
-            raise CheckpointError(f"{path}: 'model' is a {type(state_dict).__name__}, "
-                                  'not a state_dict')
-        extra = {k: v for k, v in obj.items() if k != 'model'}
-    elif obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        state_dict = obj
-    else:
-        raise CheckpointError(f"{path}: neither a state_dict nor a {{'model': ...}} container "
-                              f'(keys: {sorted(map(str, obj))[:_LIST_LIMIT]})')
-    config = None
-    args = extra.get('args')
-    if isinstance(args, argparse.Namespace) and isinstance(getattr(args, _ARGS_CONFIG, None),
-                                                            str):
-        config = _config_from_json(getattr(args, _ARGS_CONFIG), str(path))
-    return filter_state_dict(state_dict, str(path)), config, extra
+    if _sniff(path) == 'safetensors':
+        return read_safetensors(path)
+    return read_official(path)
 
 
 def read_state_dict(path: PathLike) -> tuple[dict[str, torch.Tensor], Optional[ModelConfig]]:
@@ -372,79 +196,3 @@ def load_model(path: PathLike, *, preset: Union[str, ModelConfig, None] = None,
     model = Spann3R(config, device=torch.device(device))
     load_into(model, state_dict, source)
     return model.eval(), config
-
-
-# --- saving -----------------------------------------------------------------------------------
-
-def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return (a.shape == b.shape and a.storage_offset() == b.storage_offset() and
-            a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr())
-
-
-def _unique_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    # safetensors refuses shared storage: keep the first name of each aliased tensor.
-    state_dict = model.state_dict()
-    out: dict[str, torch.Tensor] = {}
-    for key, tensor in state_dict.items():
-        other = alias_of(key)
-        if other in out and _same_tensor(state_dict[other], tensor):
-            continue
-        out[key] = tensor.detach().to('cpu').contiguous()
-    return out
-
-
-def save_safetensors(model: torch.nn.Module, config: ModelConfig, path: PathLike,
-                     metadata: Optional[Mapping[str, str]] = None) -> None:
-    """Save weights as safetensors with the resolved config and format version, atomically.
-
-    :param model: the model (its state_dict is saved; one name per aliased tensor).
-    :param config: its architecture, stored as JSON.
-    :param path: output file.
-    :param metadata: extra string metadata (our own keys may not be overridden).
-    """
-    meta = {str(k): str(v) for k, v in (metadata or {}).items()}
-    clash = {_META_FORMAT, _META_CONFIG, 'format'} & set(meta)
-    if clash:
-        raise ValueError(f'metadata keys {sorted(clash)} are reserved')
-    meta.update({'format': 'pt', _META_FORMAT: str(FORMAT_VERSION),
-                 _META_CONFIG: json.dumps(config.to_dict(), sort_keys=True)})
-    tensors = _unique_tensors(model)
-    with atomic_output(path) as tmp:
-        safetensors.torch.save_file(tensors, str(tmp), metadata=meta)
-
-
-_PLAIN = (str, int, float, bool, type(None))
-
-
-def _is_plain(value: Any) -> bool:
-    if isinstance(value, (list, tuple)):
-        return all(_is_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
-    return isinstance(value, _PLAIN)
-
-
-def save_official(model: torch.nn.Module, path: PathLike,
-                  args: Optional[argparse.Namespace] = None,
-                  config: Optional[ModelConfig] = None) -> None:
-    """Save ``{'model': state_dict, 'args': Namespace}`` as the official code loads it, atomically.
-
-    Both names of each aliased DPT key are written, as the official model's state_dict has
-    them. ``args`` may hold only plain values (so that ``weights_only`` loading accepts it);
-    when ``config`` is given it is recorded in ``args`` as JSON, which our loader reads back.
-
-    :param model: the model to save.
-    :param path: output file.
-    :param args: training arguments to store (copied, not modified).
-    :param config: architecture to record.
-    :raises ValueError: when ``args`` holds values other than plain Python data.
-    """
-    values = dict(vars(args)) if args is not None else {}
-    bad = sorted(k for k, v in values.items() if not _is_plain(v))
-    if bad:
-        raise ValueError(f'args entries {bad} are not plain data (str, numbers, lists, dicts)')
-    if config is not None:
-        values[_ARGS_CONFIG] = json.dumps(config.to_dict(), sort_keys=True)
-    state_dict = {k: v.detach().to('cpu') for k, v in model.state_dict().items()}
-    with atomic_output(path) as tmp:
-        torch.save({'model': state_dict, 'args': argparse.Namespace(**values)}, tmp)

@@ -19,7 +19,8 @@ import hashlib
 from pathlib import Path
 import sys
 
-from spann3r_model.checkpoint import load_model, save_safetensors
+from spann3r_model.checkpoint import load_model
+from spann3r_model.checkpoint_safetensors import save_safetensors
 from spann3r_model.config import ModelConfig
 from spann3r_model.spann3r import Spann3R
 

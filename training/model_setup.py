@@ -12,12 +12,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from spann3r_model.checkpoint import (
-    filter_state_dict,
-    load_into,
-    match_state_dict,
-    read_state_dict,
-)
+from spann3r_model.checkpoint import load_into, read_state_dict
+from spann3r_model.checkpoint_keys import filter_state_dict, match_state_dict
 from spann3r_model.config import ModelConfig
 from spann3r_model.spann3r import Spann3R
 

@@ -24,7 +24,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 import yaml
 
-from spann3r_model.checkpoint import save_official, save_safetensors
+from spann3r_model.checkpoint_official import save_official
+from spann3r_model.checkpoint_safetensors import save_safetensors
 from spann3r_model.config import ModelConfig
 from training import distributed
 from training.config import load_config, TrainConfig

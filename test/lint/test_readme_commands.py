@@ -32,7 +32,8 @@ from typing import Callable, Optional, Union
 
 import pytest
 
-from spann3r_model.checkpoint import load_model, save_official
+from spann3r_model.checkpoint import load_model
+from spann3r_model.checkpoint_official import save_official
 from spann3r_model.io.ply import read_ply
 from training.config import load_config, TrainConfig
 

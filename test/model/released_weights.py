@@ -41,7 +41,7 @@ import zlib
 
 import torch
 
-from spann3r_model.checkpoint import alias_of
+from spann3r_model.checkpoint_keys import alias_of
 from spann3r_model.config import ModelConfig
 
 NORM_WEIGHT_STD = 0.1

@@ -15,16 +15,15 @@ from safetensors import safe_open
 import torch
 from torch import nn
 
-from spann3r_model.checkpoint import (
+from spann3r_model.checkpoint import load_into, read_state_dict
+from spann3r_model.checkpoint_keys import (
     alias_of,
     CheckpointError,
     filter_state_dict,
-    load_into,
     match_state_dict,
-    read_state_dict,
-    save_official,
-    save_safetensors,
 )
+from spann3r_model.checkpoint_official import save_official
+from spann3r_model.checkpoint_safetensors import save_safetensors
 from spann3r_model.config import TINY
 
 

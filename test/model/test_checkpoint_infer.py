@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from spann3r_model.checkpoint import CheckpointError, infer_config
+from spann3r_model.checkpoint import infer_config
+from spann3r_model.checkpoint_keys import CheckpointError
 from spann3r_model.config import DPTConfig, ModelConfig, RELEASED
 
 

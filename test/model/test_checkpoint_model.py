@@ -8,15 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from spann3r_model.checkpoint import (
-    alias_of,
-    CheckpointError,
-    infer_config,
-    load_model,
-    read_state_dict,
-    save_official,
-    save_safetensors,
-)
+from spann3r_model.checkpoint import infer_config, load_model, read_state_dict
+from spann3r_model.checkpoint_keys import alias_of, CheckpointError
+from spann3r_model.checkpoint_official import save_official
+from spann3r_model.checkpoint_safetensors import save_safetensors
 from spann3r_model.config import DPTConfig, ModelConfig, RELEASED, TINY
 from spann3r_model.spann3r import Spann3R
 

@@ -140,7 +140,7 @@ def test_pose_estimation_attaches_focal_and_pose(parity_model, parity_configs, p
 
 
 def test_from_checkpoint_round_trip(parity_model, parity_configs, parity_frames, tmp_path):
-    from spann3r_model.checkpoint import save_safetensors
+    from spann3r_model.checkpoint_safetensors import save_safetensors
 
     path = tmp_path / 'weights.safetensors'
     save_safetensors(parity_model, parity_configs[0], path)

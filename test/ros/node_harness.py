@@ -34,7 +34,7 @@ def write_tiny_checkpoint(path) -> None:
     """Save a randomly initialised tiny model (seed 0 gives a positive focal on smooth images)."""
     import torch
 
-    from spann3r_model.checkpoint import save_safetensors
+    from spann3r_model.checkpoint_safetensors import save_safetensors
     from spann3r_model.config import TINY
     from spann3r_model.spann3r import Spann3R
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from spann3r_model.checkpoint import save_safetensors
+from spann3r_model.checkpoint_safetensors import save_safetensors
 from spann3r_model.config import EngineConfig, ModelConfig
 from spann3r_model.evaluation.predictions import load_predictions, write_frame, write_info
 from spann3r_model.io.ply import read_ply

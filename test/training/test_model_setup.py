@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from spann3r_model.checkpoint import save_official
+from spann3r_model.checkpoint_official import save_official
 from spann3r_model.config import ModelConfig
 from spann3r_model.spann3r import Spann3R
 from training.datasets.mixture import EpochBatchSampler, MixedDataset
