@@ -34,7 +34,7 @@ from rclpy.parameter import Parameter  # noqa: TID251
 from sensor_msgs.msg import Image  # noqa: TID251
 
 from spann3r_ros.node.node import Spann3rNode
-from spann3r_ros.pipeline.worker import Output
+from spann3r_ros.pipeline.output import Output
 
 WEIGHTS = Path(__file__).resolve().parents[1] / 'weights' / 'spann3r_tiny_demo.safetensors'
 SIZE = 224

@@ -57,7 +57,8 @@ from spann3r_ros.pipeline import session_store
 from spann3r_ros.pipeline.config import NodeConfig
 from spann3r_ros.pipeline.frame_queue import Frame
 from spann3r_ros.pipeline.input_gate import InputGate, KEYFRAME_SKIP
-from spann3r_ros.pipeline.worker import Output, ReconstructionWorker
+from spann3r_ros.pipeline.output import Output
+from spann3r_ros.pipeline.worker import ReconstructionWorker
 
 #: Longest wait of the spin loop for work before it checks for a stop signal, in seconds.
 SPIN_PERIOD = 0.2

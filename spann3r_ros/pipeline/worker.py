@@ -25,13 +25,16 @@ are kept in :attr:`ReconstructionWorker.model_waits`. With ``pipelined=False`` o
 both stages frame by frame (:meth:`ReconstructionWorker.process`), as tests and the
 benchmark's serial mode do.
 
+The map, the trajectory, the segments and saved sessions are kept by the base class,
+:class:`~spann3r_ros.pipeline.reconstruction_state.ReconstructionState`; what ``publish``
+receives is an :class:`~spann3r_ros.pipeline.output.Output`.
+
 Lock order: :attr:`~ReconstructionWorker.model_lock` before :attr:`~ReconstructionWorker.lock`.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 import logging
 import threading
 import time
@@ -42,11 +45,13 @@ import numpy as np
 from spann3r_model.geometry.align import Sim3
 from spann3r_model.geometry.camera import depth_from_pointmap
 from spann3r_model.geometry.frames import optical_to_rep103_points, optical_to_rep103_pose
-from spann3r_model.mapping.segments import correspondences, fit_segment
 from spann3r_model.results import FrameResult, MemoryStats
 from spann3r_model.session import attach_pnp_pose
 from spann3r_ros.pipeline.config import NodeConfig
 from spann3r_ros.pipeline.frame_queue import Frame, LatestFrameQueue
+from spann3r_ros.pipeline.output import finite_points, Output, ResultGeometry
+from spann3r_ros.pipeline.reconstruction_state import ReconstructionState, step_session
+from spann3r_ros.pipeline.step_queue import Step, StepQueue
 
 _LOG = logging.getLogger(__name__)
 
@@ -59,151 +64,7 @@ STOP_TIMEOUT = 30.0
 STAGES = ('model', 'pose', 'geometry', 'publish', 'fusion')
 
 
-@dataclass
-class Output:
-    """One frame's result, ready to publish (all geometry in the map frame).
-
-    :param frame: the input frame of this result (camera, stamp, original header).
-    :param index: frame index in the reconstruction.
-    :param points_map: ``[H, W, 3]`` float32 points in the map frame (REP 103).
-    :param conf: ``[H, W]`` float32 confidence.
-    :param rgb: ``[H, W, 3]`` uint8 colours of the points.
-    :param mask: ``[H, W]`` bool, finite points at or above ``min_confidence``.
-    :param T_map_cam: ``[4, 4]`` pose of the camera optical frame in the map, when estimated.
-    :param depth: ``[H, W]`` float32 depth along the optical axis, when the pose is known.
-    :param focal: focal length (``fx``) of the model crop in pixels, when known.
-    :param provisional: True for the head-2 estimate.
-    :param segment: memory segment number.
-    :param memory: memory bookkeeping after the step.
-    :param model_time: seconds spent in the session step.
-    :param received: monotonic time the node received *this result's* frame (in refined mode
-        the frame before the one whose step produced it), for its latency.
-    :param K: ``[3, 3]`` intrinsics of the model crop, when known.
-    :param intrinsics: where they come from, ``'camera_info'`` or ``'estimated'``.
-    """
-
-    frame: Frame
-    index: int
-    points_map: np.ndarray
-    conf: np.ndarray
-    rgb: np.ndarray
-    mask: np.ndarray
-    T_map_cam: Optional[np.ndarray]
-    depth: Optional[np.ndarray]
-    focal: Optional[float]
-    provisional: bool
-    segment: int
-    memory: MemoryStats
-    model_time: float
-    received: float = 0.0
-    K: Optional[np.ndarray] = None
-    intrinsics: Optional[str] = None
-
-
-@dataclass
-class _ResultGeometry:
-    """What both the map and the published output need of one result, computed once.
-
-    :param points_world: ``[H, W, 3]`` float32 points in the reconstruction's world frame.
-    :param points_map: ``[H, W, 3]`` float32 the same points in the map frame.
-    :param conf: ``[H, W]`` float32 confidence.
-    :param finite: ``[H, W]`` bool, all three coordinates finite.
-    :param mask: ``[H, W]`` bool, finite and at or above ``min_confidence``.
-    """
-
-    points_world: np.ndarray
-    points_map: np.ndarray
-    conf: np.ndarray
-    finite: np.ndarray
-    mask: np.ndarray
-
-
-@dataclass
-class _Step:
-    """What one model step hands to the output stage.
-
-    :param generation: :meth:`ReconstructionWorker.reset` count when the step ran.
-    :param refined: the refined result to map (None when there is none or it is a re-run).
-    :param shown: the result to publish (refined or provisional), if any.
-    :param shown_frame: the input frame of ``shown``.
-    :param memory: memory bookkeeping after the step.
-    :param model_time: seconds in the session step.
-    :param segment: segment number of the results.
-    :param segment_to_world: their segment's transform.
-    """
-
-    generation: int
-    refined: Optional[FrameResult]
-    shown: Optional[FrameResult]
-    shown_frame: Optional[Frame]
-    memory: MemoryStats
-    model_time: float
-    segment: int
-    segment_to_world: Sim3
-
-
-class _StepQueue:
-    """FIFO of steps between the two stages; its one producer waits for room before each step."""
-
-    def __init__(self, size: int) -> None:
-        self._items: deque[_Step] = deque()
-        self._size = size
-        self._cond = threading.Condition()
-        self._busy = 0  # steps put and not yet finished (queued or being handled)
-        self._closed = False
-
-    def wait_room(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds until a step fits; False on timeout or once closed."""
-        with self._cond:
-            self._cond.wait_for(lambda: len(self._items) < self._size or self._closed, timeout)
-            return len(self._items) < self._size and not self._closed
-
-    def put(self, step: _Step) -> None:
-        """Append ``step`` (the producer has seen room with :meth:`wait_room`; nothing is lost)."""
-        with self._cond:
-            self._busy += 1
-            self._items.append(step)
-            self._cond.notify_all()
-
-    def get(self, timeout: float) -> Optional[_Step]:
-        """Take the oldest step, waiting up to ``timeout`` seconds (None when there is none)."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._items, timeout):
-                return None
-            return self._items.popleft()
-
-    def done(self) -> None:
-        """Mark a step taken with :meth:`get` as handled."""
-        with self._cond:
-            self._busy -= 1
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        """Wake every waiter; :meth:`wait_room` returns False from now on."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def clear(self) -> int:
-        """Discard the queued steps; return how many there were."""
-        with self._cond:
-            n = len(self._items)
-            self._items.clear()
-            self._busy -= n
-            self._cond.notify_all()
-            return n
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until every step put is handled; return False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._busy == 0, timeout)
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
-
-
-class ReconstructionWorker:
+class ReconstructionWorker(ReconstructionState):
     """Consume frames, run the session, integrate the map and hand outputs to ``publish``.
 
     :param session: a :class:`spann3r_model.session.StreamingSession` (owned from now on; its
@@ -218,28 +79,16 @@ class ReconstructionWorker:
     def __init__(self, session: Any, voxel_map: Any, config: NodeConfig,
                  publish: Callable[[Output], None],
                  logger: Optional[logging.Logger] = None, *, pipelined: bool = True) -> None:
-        self.session = session
-        self.voxel_map = voxel_map
-        self.config = config
+        #: Seconds per frame of each stage in :data:`STAGES`, the newest 200.
+        self.stage_times: dict[str, deque[float]] = {name: deque(maxlen=200) for name in STAGES}
+        super().__init__(session, voxel_map, config, logger or _LOG, self.stage_times['fusion'])
         self.publish = publish
-        self.log = logger or _LOG
         self.pipelined = pipelined
         # The session computes the focal; the PnP pose runs after the model (see _finish).
         self._pnp_max_points = getattr(session, 'pnp_max_points', None)
         if hasattr(session, 'defer_pnp'):
             session.defer_pnp = True
         self.queue = LatestFrameQueue()
-        #: Guards the session, the segment state and the frame bookkeeping (model stage).
-        self.model_lock = threading.RLock()
-        #: Guards the map, the trajectory and their version counters (output stage, readers).
-        self.lock = threading.RLock()
-        self.trajectory: list[tuple[float, np.ndarray]] = []
-        #: Incremented whenever the trajectory is cleared (readers cache what they derive).
-        self.trajectory_resets = 0
-        #: Incremented whenever the map changes (the node republishes it when this moves).
-        self.map_version = 0
-        self.segment = 0
-        self.segment_to_world = Sim3()
         self.processed = 0
         self.published = 0
         self.nonfinite_outputs = 0
@@ -249,24 +98,10 @@ class ReconstructionWorker:
         #: Seconds the model stage waited for room in the result queue before each step (the
         #: output stage was behind), the newest 200; empty in serial mode.
         self.model_waits: deque[float] = deque(maxlen=200)
-        #: Seconds per frame of each stage in :data:`STAGES`, the newest 200.
-        self.stage_times: dict[str, deque[float]] = {name: deque(maxlen=200) for name in STAGES}
         self.last_memory = MemoryStats()
         self.error: Optional[BaseException] = None
-        self._steps = _StepQueue(RESULT_QUEUE_SIZE)
+        self._steps = StepQueue(RESULT_QUEUE_SIZE)
         self._generation = 0
-        self._pending: dict[int, Frame] = {}
-        # A refined result published but not yet fused into the map (see _finish()).
-        self._unmapped: Optional[tuple[FrameResult, _ResultGeometry]] = None
-        self._step_count = 0
-        self._skip_below = 0
-        self._segment_frames = 0
-        # After a failed alignment, no new attempt before this many frames of the segment.
-        self._segment_retry_at = 0
-        # Recent refined frames of this segment: (frame, pts3d [H,W,3] in the segment's frame,
-        # conf [H,W]).
-        self._recent: deque[tuple[Frame, np.ndarray, np.ndarray]] = deque(
-            maxlen=config.segment_overlap)
         self._stop = threading.Event()
         # Held around every publish call: once stop() holds it, no publish starts any more.
         self._publish_gate = threading.Lock()
@@ -274,16 +109,6 @@ class ReconstructionWorker:
         self._threads: list[threading.Thread] = []
 
     # -- public state -----------------------------------------------------------------------
-    @property
-    def step_count(self) -> int:
-        """Frames given to the session since the reconstruction (or segment) started."""
-        return self._step_count
-
-    @property
-    def skip_below(self) -> int:
-        """Results of frames with a lower index are not published (re-runs, resumed frames)."""
-        return self._skip_below
-
     @property
     def pending_results(self) -> int:
         """Steps waiting for the output stage."""
@@ -384,47 +209,8 @@ class ReconstructionWorker:
             self._generation += 1
             self.queue.clear()
             self._steps.clear()
-            self.session.reset()
-            self._unmapped = None
-            self.voxel_map.clear()
-            self.map_version += 1
-            self.trajectory.clear()
-            self.trajectory_resets += 1
-            self._pending.clear()
-            self._recent.clear()
-            self._step_count = self._skip_below = self._segment_frames = 0
-            self._segment_retry_at = 0
-            self.segment = 0
-            self.segment_to_world = Sim3()
+            self._clear_state()
             self.last_memory = MemoryStats()
-
-    def flush_map(self) -> None:
-        """Fuse a result that is published but not yet in the map (call before reading it)."""
-        with self.lock:
-            if self._unmapped is not None:
-                refined, geometry = self._unmapped
-                self._unmapped = None
-                t0 = time.perf_counter()
-                self._integrate(refined, geometry)
-                self.stage_times['fusion'].append(time.perf_counter() - t0)
-                self.map_version += 1
-
-    def map_arrays(self, flush: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return a consistent copy of the map ``(xyz [M, 3], rgb [M, 3], conf [M])``.
-
-        :param flush: first fuse the last published frame if the worker has not yet (False
-            leaves that to the output stage, which does it right after publishing).
-        """
-        with self.lock:
-            if flush:
-                self.flush_map()
-            xyz, rgb, conf = self.voxel_map.arrays()
-            return np.array(xyz, np.float32), np.array(rgb, np.uint8), np.array(conf, np.float32)
-
-    def trajectory_copy(self) -> list[tuple[float, np.ndarray]]:
-        """Return the published trajectory as ``[(stamp, T_map_cam [4, 4])]``."""
-        with self.lock:
-            return [(s, T.copy()) for s, T in self.trajectory]
 
     def snapshot(self, drain_timeout: float = 10.0) -> dict[str, Any]:
         """Return a consistent copy of everything a saved session holds (for ``session_store``).
@@ -439,42 +225,7 @@ class ReconstructionWorker:
         with self.model_lock:
             if self.pipelined and self._threads:
                 self._steps.wait_idle(drain_timeout)
-            with self.lock:
-                self.flush_map()
-                return {
-                    'session_tensors': self.session.state_dict(),
-                    'session_meta': self.session.metadata(),
-                    'map_state': self.voxel_map.state_dict(),
-                    'trajectory': self.trajectory_copy(),
-                    'extra': {'segment': self.segment,
-                              'segment_to_world': self.segment_to_world.to_list(),
-                              'step_count': self._step_count},
-                }
-
-    def restore(self, state: dict[str, Any], prev_frame: Optional[Frame] = None) -> None:
-        """Continue a session saved from :meth:`snapshot` (as ``session_store.load`` returns it).
-
-        :param state: ``{'session_tensors', 'session_meta', 'map_state', 'trajectory',
-            'extra'}``.
-        :param prev_frame: the input frame of the last saved frame (its refined result arrives
-            with the first new frame and is published then), when the state has one.
-        """
-        with self.model_lock, self.lock:
-            self.session.load_state(state['session_tensors'], state['session_meta'])
-            self.voxel_map.load_state_dict(state['map_state'])
-            self.trajectory[:] = state['trajectory']
-            self.trajectory_resets += 1
-            self.map_version += 1
-            extra = state.get('extra', {})
-            self.segment = int(extra.get('segment', 0))
-            self.segment_to_world = Sim3.from_list(extra.get('segment_to_world',
-                                                             Sim3().to_list()))
-            # New frames continue the saved indices.
-            self._step_count = self._skip_below = int(extra.get('step_count', 0))
-            prev = state['session_meta'].get('prev')
-            if prev is not None and prev_frame is not None:
-                self._pending[int(prev['index'])] = prev_frame
-                self._skip_below = int(prev['index'])
+            return self._state_copy()
 
     # -- the step ---------------------------------------------------------------------------
     def process(self, frame: Frame) -> None:
@@ -498,7 +249,7 @@ class ReconstructionWorker:
             if due:
                 self.restart_segment()
 
-    def _infer(self, frame: Frame) -> tuple[_Step, bool]:
+    def _infer(self, frame: Frame) -> tuple[Step, bool]:
         """Run the model on one frame.
 
         :return: the step for the output stage, and whether a new segment is due.
@@ -506,7 +257,7 @@ class ReconstructionWorker:
         self._pending[self._step_count] = frame
         self._step_count += 1
         t0 = time.monotonic()
-        out = _step(self.session, frame)
+        out = step_session(self.session, frame)
         model_time = time.monotonic() - t0
         self.model_times.append(model_time)
         self.stage_times['model'].append(model_time)
@@ -528,9 +279,9 @@ class ReconstructionWorker:
                 del self._pending[index]
         if shown_frame is not None:
             self._segment_frames += 1
-        step = _Step(generation=self._generation, refined=refined, shown=shown,
-                     shown_frame=shown_frame, memory=out.memory, model_time=model_time,
-                     segment=self.segment, segment_to_world=self.segment_to_world)
+        step = Step(generation=self._generation, refined=refined, shown=shown,
+                    shown_frame=shown_frame, memory=out.memory, model_time=model_time,
+                    segment=self.segment, segment_to_world=self.segment_to_world)
         return step, refined is not None and shown_frame is not None and self._segment_due(
             refined)
 
@@ -542,7 +293,7 @@ class ReconstructionWorker:
             self.log.warning(f'no input frame for result index {result.index}; dropped')
         return frame
 
-    def _finish(self, step: _Step) -> None:
+    def _finish(self, step: Step) -> None:
         """Pose, geometry, trajectory, publishing and fusion of one step (output stage)."""
         times = self.stage_times
         t0 = time.perf_counter()
@@ -585,25 +336,16 @@ class ReconstructionWorker:
         self.latencies.append(time.monotonic() - output.received)
         self.flush_map()
 
-    def _geometry(self, result: FrameResult, segment_to_world: Sim3) -> _ResultGeometry:
+    def _geometry(self, result: FrameResult, segment_to_world: Sim3) -> ResultGeometry:
         points_world = segment_to_world.apply_points(result.pts3d)
         conf = np.asarray(result.conf, np.float32)
-        finite = _finite_points(points_world)
-        return _ResultGeometry(points_world=points_world,
-                               points_map=optical_to_rep103_points(points_world), conf=conf,
-                               finite=finite,
-                               mask=finite & (conf >= self.config.min_confidence))
+        finite = finite_points(points_world)
+        return ResultGeometry(points_world=points_world,
+                              points_map=optical_to_rep103_points(points_world), conf=conf,
+                              finite=finite,
+                              mask=finite & (conf >= self.config.min_confidence))
 
-    def _integrate(self, refined: FrameResult, geometry: _ResultGeometry) -> None:
-        # Gathering by index is several times faster than boolean indexing of [H, W, 3].
-        keep = np.flatnonzero(geometry.mask)
-        if len(keep):
-            self.voxel_map.integrate(np.take(geometry.points_map.reshape(-1, 3), keep, axis=0),
-                                     np.take(np.asarray(refined.rgb).reshape(-1, 3), keep,
-                                             axis=0),
-                                     np.take(geometry.conf.reshape(-1), keep))
-
-    def _make_output(self, step: _Step, geometry: Optional[_ResultGeometry]) -> Optional[Output]:
+    def _make_output(self, step: Step, geometry: Optional[ResultGeometry]) -> Optional[Output]:
         result, frame = step.shown, step.shown_frame
         if geometry is None:
             geometry = self._geometry(result, step.segment_to_world)
@@ -622,86 +364,3 @@ class ReconstructionWorker:
                       focal=result.focal, provisional=result.provisional,
                       segment=step.segment, memory=step.memory, model_time=step.model_time,
                       received=frame.received, K=result.K, intrinsics=result.intrinsics)
-
-    # -- segments ---------------------------------------------------------------------------
-    def _segment_due(self, refined: FrameResult) -> bool:
-        cfg = self.config
-        if self._segment_frames <= cfg.segment_overlap:
-            return False
-        if self._segment_frames < self._segment_retry_at:
-            return False
-        if cfg.segment_max_frames and self._segment_frames >= cfg.segment_max_frames:
-            return True
-        if cfg.segment_min_confidence:
-            return float(np.mean(refined.conf)) < cfg.segment_min_confidence
-        return False
-
-    def restart_segment(self) -> bool:
-        """Start a new memory segment aligned to the current one through shared frames.
-
-        The shared frames run through the session after a reset, and the fit decides whether
-        the reset is kept: only when the Sim(3) is found does the new segment replace the
-        current one. Otherwise the session state saved before the reset is restored, so the
-        current segment continues exactly as if no restart had been tried (same memory, frame
-        indices and ``segment_to_world``), and the next attempt waits ``segment_overlap``
-        frames.
-
-        :return: True when the new segment was aligned and started; False when there were too
-            few shared frames or correspondences (then the current segment continues).
-        """
-        with self.model_lock:
-            shared = [(frame, self.segment_to_world.apply_points(pts3d), conf)
-                      for frame, pts3d, conf in self._recent]
-            if len(shared) < 2:
-                return False
-            saved_state = (self.session.state_dict(), self.session.metadata())
-            saved_pending = dict(self._pending)
-            self.session.reset()
-            self._pending.clear()
-            new_points: dict[int, FrameResult] = {}
-            for i, (frame, _, _) in enumerate(shared):
-                self._pending[i] = frame
-                refined = _step(self.session, frame).refined
-                if refined is not None:
-                    new_points[refined.index] = refined
-            # The last shared frame's own estimate (head 2) without advancing the session.
-            last = self.session.flush()
-            if last is not None:
-                new_points.setdefault(last.index, last)
-            used = [i for i in range(len(shared)) if i in new_points]
-            src, dst = correspondences([shared[i][1] for i in used], [shared[i][2] for i in used],
-                                       [new_points[i].pts3d for i in used],
-                                       [new_points[i].conf for i in used],
-                                       self.config.min_confidence)
-            sim3 = fit_segment(src, dst)
-            if sim3 is None:
-                self.session.load_state(*saved_state)
-                self._pending = saved_pending
-                self._segment_retry_at = self._segment_frames + self.config.segment_overlap
-                self.log.warning(f'segment {self.segment + 1}: no alignment from {len(src)} '
-                                 f'shared points; segment {self.segment} continues')
-                return False
-            self._step_count = len(shared)
-            # Results of the re-run frames were published by the previous segment already.
-            self._skip_below = len(shared)
-            self._segment_frames = self._segment_retry_at = 0
-            self._recent.clear()
-            self.segment += 1
-            self.segment_to_world = sim3
-            self.log.info(f'segment {self.segment}: aligned through {len(used)} shared frames, '
-                          f'{len(src)} points, scale {sim3.scale:.4f}')
-            return True
-
-
-def _step(session: Any, frame: Frame) -> Any:
-    """Run ``session.step`` on a frame with its camera and intrinsics."""
-    return session.step(frame.rgb, frame.stamp, camera=frame.camera, K=frame.K)
-
-
-def _finite_points(points: np.ndarray) -> np.ndarray:
-    """Return ``[H, W]`` bool: all three coordinates of ``[H, W, 3]`` points are finite.
-
-    One ``isfinite`` per coordinate plane is about twenty times faster than reducing a
-    ``[H, W, 3]`` bool array over its short last axis.
-    """
-    return np.isfinite(points[..., 0]) & np.isfinite(points[..., 1]) & np.isfinite(points[..., 2])

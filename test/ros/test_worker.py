@@ -13,9 +13,11 @@ from spann3r_model.geometry.frames import optical_to_rep103_points
 from spann3r_model.mapping.voxel_map import VoxelMap
 from spann3r_model.session import StreamingSession
 from spann3r_model.spann3r import Spann3R
+from spann3r_ros.pipeline import reconstruction_state
 from spann3r_ros.pipeline import worker as worker_module
 from spann3r_ros.pipeline.config import NodeConfig
 from spann3r_ros.pipeline.frame_queue import Frame
+from spann3r_ros.pipeline.output import finite_points
 from spann3r_ros.pipeline.worker import ReconstructionWorker
 
 
@@ -56,7 +58,7 @@ def test_finite_points_matches_the_plain_reduction():
     for axis, value in enumerate((np.nan, np.inf, -np.inf)):
         pts[axis, axis + 1, axis] = value
         pts[5, axis, axis] = value
-    finite = worker_module._finite_points(pts)
+    finite = finite_points(pts)
     np.testing.assert_array_equal(finite, np.isfinite(pts).all(-1))
     assert finite.sum() == 9 * 11 - 6
 
@@ -150,7 +152,7 @@ def test_a_failed_segment_fit_leaves_the_current_segment_untouched(model, monkey
         attempts.append(len(src))
         return None
 
-    monkeypatch.setattr(worker_module, 'fit_segment', failing_fit)
+    monkeypatch.setattr(reconstruction_state, 'fit_segment', failing_fit)
     plain, plain_outputs = _segment_run(model, 9)
     worker, outputs = _segment_run(model, 9, segment_max_frames=4, segment_overlap=2)
     # Tried at the 4th published frame, then every segment_overlap frames (6th, 8th).
