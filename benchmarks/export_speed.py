@@ -14,7 +14,8 @@ import time
 
 from spann3r_model.data.scannet import depth_to_millimetres
 from spann3r_ros.bags import messages as bm
-from spann3r_ros.bags.export import export_bag, ExportOptions
+from spann3r_ros.bags.export import export_bag
+from spann3r_ros.bags.export_options import ExportOptions
 from spann3r_ros.bags.writer import (
     BagWriter,
     OPTICAL_FRAME,

@@ -25,7 +25,8 @@ from spann3r_model.data.scannet import find_scenes, ScanNetScene
 from spann3r_model.evaluation import report as eval_report
 from spann3r_model.evaluation.predictions import load_predictions
 from spann3r_model.evaluation.scoring import evaluate, run_session
-from spann3r_ros.bags.export import export_bag, ExportOptions
+from spann3r_ros.bags.export import export_bag
+from spann3r_ros.bags.export_options import ExportOptions
 from spann3r_ros.cli.common import (
     add_engine_options,
     add_frame_options,

@@ -7,7 +7,8 @@ from pathlib import Path
 import sys
 from typing import Optional
 
-from spann3r_ros.bags.export import export_bag, ExportOptions
+from spann3r_ros.bags.export import export_bag
+from spann3r_ros.bags.export_options import ExportOptions
 from spann3r_ros.cli.common import run_tool
 
 

@@ -13,7 +13,8 @@ from spann3r_model.data.scannet import (
     ScanNetWriter,
 )
 from spann3r_ros.bags import export as bag_export
-from spann3r_ros.bags.export import export_bag, ExportOptions
+from spann3r_ros.bags.export import export_bag
+from spann3r_ros.bags.export_options import ExportOptions
 from spann3r_ros.bags.writer import BagOptions, link_pose, OPTICAL_FRAME, write_synthetic_bag
 from spann3r_ros.cli.export import main
 from spann3r_ros.synthetic.scene import SyntheticConfig, SyntheticScene

@@ -10,7 +10,7 @@ import pytest
 
 from spann3r_model.data.scannet import find_scenes, ScanNetScene
 from spann3r_model.evaluation.gt_views import load_views
-from spann3r_ros.bags.export import ExportOptions
+from spann3r_ros.bags.export_options import ExportOptions
 from spann3r_ros.cli.export import main
 from training.datasets.scannet import ScanNetLayout
 
