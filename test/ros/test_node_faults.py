@@ -14,7 +14,8 @@ from test_compressed_size import _png_bomb
 from test_node import make_node
 
 import spann3r_ros.node.diagnostics as diagnostics
-import spann3r_ros.node.node as node_module
+import spann3r_ros.node.image_input as image_input
+import spann3r_ros.node.publishing as publishing
 
 
 @pytest.fixture(scope='module')
@@ -39,7 +40,7 @@ def _fresh_diagnostics(live):
 
 
 def test_an_image_callback_that_raises_drops_and_counts_the_frame(live, monkeypatch):
-    real = node_module.image_to_rgb
+    real = image_input.image_to_rgb
     calls = []
 
     def flaky(msg, max_pixels):
@@ -48,7 +49,7 @@ def test_an_image_callback_that_raises_drops_and_counts_the_frame(live, monkeypa
             raise RuntimeError('decoder exploded')
         return real(msg, max_pixels)
 
-    monkeypatch.setattr(node_module, 'image_to_rgb', flaky)
+    monkeypatch.setattr(image_input, 'image_to_rgb', flaky)
     before = live.node.worker.processed
     live.pub.publish(image_msg(smooth_frame(0), 500.0))
     live.wait_for(lambda: calls, 10, 'first callback')
@@ -61,7 +62,7 @@ def test_an_image_callback_that_raises_drops_and_counts_the_frame(live, monkeypa
 
 def test_frames_of_one_camera_are_decoded_in_order(live, monkeypatch):
     """Slow, uneven decoding must not reorder one camera's frames (no stamp_backwards)."""
-    real = node_module.image_to_rgb
+    real = image_input.image_to_rgb
     rng = np.random.default_rng(1)
     active, overlap = [0], []
     lock = threading.Lock()
@@ -75,7 +76,7 @@ def test_frames_of_one_camera_are_decoded_in_order(live, monkeypatch):
             active[0] -= 1
         return real(msg, max_pixels)
 
-    monkeypatch.setattr(node_module, 'image_to_rgb', slow)
+    monkeypatch.setattr(image_input, 'image_to_rgb', slow)
     before = live.node.stats.rejected['stamp_backwards']
     for i in range(20):
         live.pub.publish(image_msg(smooth_frame(i), 600.0 + 0.01 * i))
@@ -163,7 +164,7 @@ def test_diagnostics_are_ok_again_after_a_malformed_burst(live, monkeypatch):
 def test_the_path_is_thinned_evenly_and_bounded(live):
     from std_msgs.msg import Header
     node, worker = live.node, live.node.worker
-    n = 5 * node_module.MAX_PATH_POSES + 3
+    n = 5 * publishing.MAX_PATH_POSES + 3
     with worker.lock:
         worker.trajectory[:] = [(1000.0 + i, np.eye(4)) for i in range(n)]
         worker.trajectory_resets += 1
@@ -172,7 +173,7 @@ def test_the_path_is_thinned_evenly_and_bounded(live):
     node._publish_path(header)
     live.wait_for(lambda: live.msgs('path'), 10, 'path')
     stamps = [p.header.stamp.sec for p in live.msgs('path')[-1].poses]
-    assert len(stamps) <= node_module.MAX_PATH_POSES + 1
+    assert len(stamps) <= publishing.MAX_PATH_POSES + 1
     assert stamps[0] == 1000 and stamps[-1] == 1000 + n - 1
     steps = np.diff(stamps[:-1])
     assert (steps == steps[0]).all() and steps[0] <= 8
@@ -184,7 +185,7 @@ def test_a_camera_info_callback_that_raises_logs_and_the_node_goes_on(
 
     def broken(msg):
         raise RuntimeError('calibration unreadable')
-    monkeypatch.setattr(node_module, 'camera_info_K', broken)
+    monkeypatch.setattr(image_input, 'camera_info_K', broken)
     node = make_node(checkpoint, tmp_path, image_size=112, image_topics=['cam/image'])
     harness = Harness(node, image_topic='cam/image')
     try:

@@ -8,7 +8,7 @@ from sensor_msgs.msg import Image
 from spann3r_model.config import EngineConfig
 from spann3r_model.geometry.frames import optical_to_rep103_points
 from spann3r_model.session import StreamingSession
-from spann3r_ros.node import node as node_module
+from spann3r_ros.node import publishing
 from spann3r_ros.node.node import Spann3rNode
 
 
@@ -149,7 +149,7 @@ def test_two_cameras_feed_one_memory_interleaved_by_stamp(ros, checkpoint, tmp_p
 def test_path_covers_the_whole_run_thinned_and_restarts_after_reset(ros, checkpoint, tmp_path,
                                                                    monkeypatch):
     from std_srvs.srv import Trigger
-    monkeypatch.setattr(node_module, 'MAX_PATH_POSES', 3)
+    monkeypatch.setattr(publishing, 'MAX_PATH_POSES', 3)
     harness = Harness(_node(checkpoint, tmp_path))
     try:
         stamps = harness.feed([smooth_frame(i) for i in range(6)], start_stamp=50.0)
@@ -177,7 +177,7 @@ def test_each_camera_has_its_own_intrinsics(ros, checkpoint, tmp_path, monkeypat
     from sensor_msgs.msg import CameraInfo
 
     from spann3r_model.geometry import camera as geometry
-    from spann3r_ros.node.node import camera_info_topic
+    from spann3r_ros.node.image_input import camera_info_topic
     assert camera_info_topic('/cam/color/image_raw') == '/cam/color/camera_info'
     estimated = []
     posed = geometry.estimate_focal_posed
