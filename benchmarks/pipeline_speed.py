@@ -9,7 +9,7 @@ so that fusion keeps adding voxels) with the focal set, so PnP, geometry, trajec
 packing, every topic, TF and map fusion run for real. Modes, interleaved run by run:
 
 * ``today``: one thread, PnP on every confident pixel (the worker before the two stages);
-* ``serial``: one thread, PnP on :data:`~spann3r_model.session.PNP_MAX_POINTS` pixels;
+* ``serial``: one thread, PnP on :data:`~spann3r_model.pose_estimation.PNP_MAX_POINTS` pixels;
 * ``pipelined``: model and output stages on two threads, same PnP.
 
 Each run prints published frames/s, the median time per frame of each stage, how long the
@@ -37,9 +37,9 @@ from sensor_msgs.msg import Image  # noqa: TID251
 
 from spann3r_model.geometry.camera import pixel_grid
 from spann3r_model.mapping.voxel_map import VoxelMap
+from spann3r_model.pose_estimation import attach_pnp_pose, PNP_MAX_POINTS
 from spann3r_model.preprocess import preprocess
 from spann3r_model.results import FrameResult, MemoryStats, StepOutput
-from spann3r_model.session import attach_pnp_pose, PNP_MAX_POINTS
 from spann3r_ros.node.node import Spann3rNode
 from spann3r_ros.pipeline.worker import ReconstructionWorker, STAGES
 

@@ -32,7 +32,8 @@ from spann3r_model.config import EngineConfig
 from spann3r_model.data.scannet import ScanNetScene
 from spann3r_model.geometry import camera as geometry
 from spann3r_model.geometry.align import transform_points
-from spann3r_model.session import POSE_CONF_THRESH, StreamingSession
+from spann3r_model.pose_estimation import POSE_CONF_THRESH
+from spann3r_model.session import StreamingSession
 
 WEIGHTS = Path(__file__).resolve().parents[1] / 'weights' / 'spann3r_tiny_demo.safetensors'
 

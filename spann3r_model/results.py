@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from spann3r_model.preprocess import CropBox
+from spann3r_model.data.crop import CropBox
 
 
 @dataclass

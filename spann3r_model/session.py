@@ -17,7 +17,6 @@ from contextlib import nullcontext
 import dataclasses
 import hashlib
 import json
-import logging
 from typing import Any, ContextManager, Optional
 
 import numpy as np
@@ -25,21 +24,15 @@ import torch
 
 from spann3r_model.backends.onednn_linear import pack_onednn_weights
 from spann3r_model.config import EngineConfig, MemoryConfig, ModelConfig
+from spann3r_model.data.crop import CropBox
 from spann3r_model.memory import SpatialMemory, WriteReport
-from spann3r_model.preprocess import CropBox, preprocess
+from spann3r_model.pose_estimation import attach_pose, check_K, PNP_MAX_POINTS
+from spann3r_model.preprocess import preprocess
 from spann3r_model.results import FrameResult, MemoryStats, StepOutput
 from spann3r_model.spann3r import Prediction, Spann3R
 
-_LOG = logging.getLogger(__name__)
-
 #: Format tag of :meth:`StreamingSession.metadata`.
 STATE_FORMAT = 'spann3r_session/1'
-#: Pixels with ``(conf - 1) / conf`` at or below this are left out of pose estimation
-#: (the official demo's default confidence threshold).
-POSE_CONF_THRESH = 1e-3
-#: PnP-RANSAC uses at most this many of those pixels, taken at an even stride through them so
-#: they stay spread over the image (see ``benchmarks/pnp_subsample.py`` for the accuracy).
-PNP_MAX_POINTS = 2048
 #: Official evaluation memory settings and the default engine (frozen, safe to share).
 DEFAULT_MEMORY = MemoryConfig()
 DEFAULT_ENGINE = EngineConfig()
@@ -118,8 +111,9 @@ class StreamingSession:
         self.estimate_pose = estimate_pose
         #: Confident pixels PnP uses at most (None: all of them, as the official demo does).
         self.pnp_max_points: Optional[int] = PNP_MAX_POINTS
-        #: Attach the focal only and leave the pose to the caller (:func:`attach_pnp_pose`),
-        #: for callers that run PnP outside the thread of the model.
+        #: Attach the focal only and leave the pose to the caller
+        #: (:func:`~spann3r_model.pose_estimation.attach_pnp_pose`), for callers that run PnP
+        #: outside the thread of the model.
         self.defer_pnp = False
         self._autocast_dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(precision)
         self.reset()
@@ -194,7 +188,7 @@ class StreamingSession:
             is unchanged then.
         """
         pre = preprocess(rgb_uint8_hwc, size=self.engine_config.image_size)
-        K_model = None if K is None else pre.crop.input_to_model_intrinsics(_check_K(K))
+        K_model = None if K is None else pre.crop.input_to_model_intrinsics(check_K(K))
         if K_model is None:
             self._first_index.setdefault(int(camera), self._frame_count)
         img = torch.from_numpy(pre.img)[None].to(self._device)
@@ -258,36 +252,9 @@ class StreamingSession:
                              rgb=frame.rgb, crop=frame.crop, provisional=provisional,
                              camera=frame.camera)
         if self.estimate_pose:
-            self._attach_pose(result, frame.K)
+            attach_pose(result, frame.K, self._focals, self._first_index,
+                        defer_pnp=self.defer_pnp, max_points=self.pnp_max_points)
         return result
-
-    def _attach_pose(self, result: FrameResult, K: Optional[np.ndarray]) -> None:
-        from spann3r_model.geometry import camera as geometry
-        if K is not None:
-            result.K, result.focal, result.intrinsics = K.copy(), float(K[0, 0]), 'camera_info'
-        else:
-            focal = self._focals.get(result.camera)
-            try:
-                if focal is None:
-                    if result.index != self._first_index.get(result.camera):
-                        return
-                    if result.index == 0:
-                        # The first frame's points are in its own camera frame (the world).
-                        focal = float(geometry.estimate_focal(result.pts3d))
-                    else:
-                        focal = geometry.estimate_focal_posed(result.pts3d,
-                                                              mask=pnp_mask(result.conf))
-                    self._focals[result.camera] = focal
-            except ValueError as exc:
-                # A degenerate pointmap (e.g. non-finite values) must not stop the
-                # reconstruction.
-                _LOG.warning('focal of frame %d not estimated: %s', result.index, exc)
-                return
-            size = result.pts3d.shape[1], result.pts3d.shape[0]
-            result.K = geometry.intrinsics(focal, *size)
-            result.focal, result.intrinsics = focal, 'estimated'
-        if not self.defer_pnp:
-            attach_pnp_pose(result, self.pnp_max_points)
 
     # ------------------------------------------------------------------ persistence
     def fingerprint(self) -> str:
@@ -397,52 +364,3 @@ class StreamingSession:
         if memory is not None:
             self._stats = MemoryStats(tokens=memory.num_tokens, working_frames=memory.wm,
                                       long_term_tokens=memory.lm)
-
-
-def pnp_mask(conf: np.ndarray) -> np.ndarray:
-    """Return the ``[H, W]`` bool mask of the confident pixels pose estimation may use.
-
-    :param conf: ``[H, W]`` confidence.
-    """
-    return (conf - 1.0) / conf > POSE_CONF_THRESH
-
-
-def attach_pnp_pose(result: FrameResult, max_points: Optional[int] = PNP_MAX_POINTS) -> None:
-    """Set ``result.T_world_cam`` by PnP-RANSAC from its pointmap and intrinsics (thread-safe).
-
-    Uses ``result.K`` (fx, fy and principal point) when set, else ``result.focal`` with the
-    principal point at the centre. Does nothing for a result without a focal; a degenerate
-    pointmap leaves the pose None.
-
-    :param result: a result of a session with ``estimate_pose``.
-    :param max_points: at most this many confident pixels, at an even stride through them
-        (None: all of them, as the official demo does).
-    """
-    if result.focal is None:
-        return
-    from spann3r_model.geometry import camera as geometry
-    K = result.K
-    pp = fy = None
-    if K is not None:
-        pp, fy = (float(K[0, 2]), float(K[1, 2])), float(K[1, 1])
-    try:
-        result.T_world_cam = geometry.estimate_pose_pnp(result.pts3d, result.focal,
-                                                        mask=pnp_mask(result.conf),
-                                                        pp=pp, fy=fy, max_points=max_points)
-    except ValueError as exc:
-        _LOG.warning('pose of frame %d not estimated: %s', result.index, exc)
-
-
-def _check_K(K: np.ndarray) -> np.ndarray:
-    """Return ``K`` as ``[3, 3]`` float64 after checking it is a pinhole matrix.
-
-    :raises ValueError: for another shape, non-finite values or focal lengths that are not
-        positive.
-    """
-    K = np.asarray(K, dtype=np.float64)
-    if K.shape != (3, 3) or not np.isfinite(K).all():
-        raise ValueError(f'K must be a finite [3, 3] matrix, got shape {K.shape}')
-    if K[0, 0] <= 0 or K[1, 1] <= 0 or not np.allclose(K[2], (0.0, 0.0, 1.0)):
-        raise ValueError(f'K is not a pinhole matrix [fx 0 cx; 0 fy cy; 0 0 1] with fx, fy > 0: '
-                         f'{K.ravel().tolist()}')
-    return K

@@ -45,8 +45,8 @@ import numpy as np
 from spann3r_model.geometry.align import Sim3
 from spann3r_model.geometry.camera import depth_from_pointmap
 from spann3r_model.geometry.frames import optical_to_rep103_points, optical_to_rep103_pose
+from spann3r_model.pose_estimation import attach_pnp_pose
 from spann3r_model.results import FrameResult, MemoryStats
-from spann3r_model.session import attach_pnp_pose
 from spann3r_ros.pipeline.config import NodeConfig
 from spann3r_ros.pipeline.frame_queue import Frame, LatestFrameQueue
 from spann3r_ros.pipeline.output import finite_points, Output, ResultGeometry

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from spann3r_model.preprocess import CropBox
+from spann3r_model.data.crop import CropBox
 from spann3r_model.results import FrameResult
 
 BENCHMARKS = Path(__file__).parents[2] / 'benchmarks'

@@ -189,9 +189,9 @@ def test_bf16_autocast_on_the_cpu_keeps_float32_results_and_state(parity_model, 
 
 
 def test_intrinsics_are_kept_per_camera_and_saved(parity_model, parity_configs, parity_frames):
+    from spann3r_model.data.crop import compute_crop
     from spann3r_model.geometry.camera import estimate_focal_posed
-    from spann3r_model.preprocess import compute_crop
-    from spann3r_model.session import pnp_mask
+    from spann3r_model.pose_estimation import pnp_mask
     s = StreamingSession(parity_model, parity_configs[1], CPU, estimate_pose=True)
     height, width = parity_frames[0].shape[:2]
     K0 = np.array([[200.0, 0.0, width / 2 + 7.0], [0.0, 215.0, height / 2 - 5.0], [0, 0, 1]])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from spann3r_model.evaluation.gt_views import backproject
+from spann3r_model.geometry.camera import backproject
 from spann3r_ros.synthetic.scene import SyntheticConfig, SyntheticScene
 
 
