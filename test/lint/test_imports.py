@@ -246,3 +246,11 @@ def test_checker_reports_ros_imports(tmp_path):
     _, external = import_graph(tmp_path, {'spann3r_ros': 'spann3r_ros'})
     assert ros_importers(external) == {'spann3r_ros.glue': {'rclpy'},
                                        'spann3r_ros.lazy': {'tf2_msgs'}}
+
+
+def test_every_module_says_what_it_is_for_and_stays_small():
+    files = module_files(ROOT, PACKAGES)
+    undocumented = [m for m, p in files.items() if not ast.get_docstring(ast.parse(p.read_text()))]
+    assert undocumented == []
+    long = {m: n for m, p in files.items() if (n := len(p.read_text().splitlines())) > 420}
+    assert long == {}, f'modules over ~400 lines: {long}'
