@@ -254,3 +254,20 @@ def test_every_module_says_what_it_is_for_and_stays_small():
     assert undocumented == []
     long = {m: n for m, p in files.items() if (n := len(p.read_text().splitlines())) > 420}
     assert long == {}, f'modules over ~400 lines: {long}'
+
+
+def test_checker_reports_the_folder_rules_inside_the_ros_layer(tmp_path):
+    _write_package(tmp_path, {
+        'spann3r_ros/__init__.py': '',
+        'spann3r_ros/node/__init__.py': '',
+        'spann3r_ros/node/node.py': 'import rclpy\nfrom spann3r_ros.pipeline import worker\n',
+        'spann3r_ros/pipeline/__init__.py': '',
+        'spann3r_ros/pipeline/worker.py': 'def f():\n    from spann3r_ros.node import node\n',
+        'spann3r_ros/formats/__init__.py': '',
+        'spann3r_ros/formats/images.py': 'from sensor_msgs.msg import Image\n',
+    })
+    first_party, external = import_graph(tmp_path, {'spann3r_ros': 'spann3r_ros'})
+    assert direction_violations(first_party) == [
+        'spann3r_ros.pipeline.worker -> spann3r_ros.node.node']
+    outside = sorted(m for m in ros_importers(external) if not _within(m, ROS_HOME))
+    assert outside == ['spann3r_ros.formats.images']
