@@ -9,7 +9,9 @@ with exit code 1 and repeats the node's message last; RViz starts only where it 
 frames; the camera driver needs the same profile exported (see the README).
 """
 
+import importlib.metadata
 import os
+import re
 
 from ament_index_python.packages import (
     get_package_prefix,
@@ -38,6 +40,8 @@ TRUE_WORDS = ('true', '1', 'yes', 'on')
 # Fast DDS 2.x (Humble 2.6, Iron 2.10, Jazzy 2.14) reads FASTRTPS_DEFAULT_PROFILES_FILE only;
 # Kilted's 3.x reads FASTDDS_DEFAULT_PROFILES_FILE and warns that the old name is deprecated.
 FASTDDS_2_DISTROS = ('humble', 'iron', 'jazzy')
+#: How the ROS 2 wheels on PyPI are named: ros-<distro>-<package>.
+WHEEL_NAME = re.compile(r'ros-([a-z]+)-(?:rclpy|rmw-fastrtps-cpp)$')
 PROFILE_VARIABLES = ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE')
 
 
@@ -86,7 +90,7 @@ def _large_images(context, share: str) -> list:
     if exported:
         return [LogInfo(msg=f'large_images: keeping the exported {", ".join(exported)} for '
                             'the node (unset it to use fastdds_large_images.xml).')]
-    distro = os.environ.get('ROS_DISTRO', '')
+    distro = os.environ.get('ROS_DISTRO', '') or _wheel_distro()
     if distro in FASTDDS_2_DISTROS:
         names = PROFILE_VARIABLES[:1]
     elif distro:
@@ -94,6 +98,15 @@ def _large_images(context, share: str) -> list:
     else:
         names = PROFILE_VARIABLES
     return [SetEnvironmentVariable(name, profile) for name in names]
+
+
+def _wheel_distro() -> str:
+    """Return the distribution of the installed ROS 2 wheels (no sourced ROS), or ''."""
+    for dist in importlib.metadata.distributions():
+        match = WHEEL_NAME.match((dist.metadata['Name'] or '').lower())
+        if match:
+            return match.group(1)
+    return ''
 
 
 def _watch(node: Node) -> list:

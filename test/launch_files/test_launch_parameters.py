@@ -6,6 +6,7 @@ passes them, and the node's own declaration code (:func:`declare_node_config`) r
 real rclpy node. A value of the wrong type fails there as it fails on a robot.
 """
 
+import importlib.metadata
 import importlib.util
 import os
 from pathlib import Path
@@ -166,11 +167,16 @@ def test_a_node_stopped_by_the_launch_shutdown_is_not_an_error():
     ('jazzy', ['FASTRTPS_DEFAULT_PROFILES_FILE']),
     ('kilted', ['FASTDDS_DEFAULT_PROFILES_FILE']),
     ('rolling', ['FASTDDS_DEFAULT_PROFILES_FILE']),
-    (None, ['FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE']),
+    # No sourced ROS: the installed wheels name the distribution (ros-kilted-* here).
+    (None, ['FASTDDS_DEFAULT_PROFILES_FILE']),
+    # Neither: both names, whichever Fast DDS it is.
+    ('', ['FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE']),
 ])
 def test_the_node_and_only_the_node_gets_the_large_image_profile(monkeypatch, distro, names):
-    if distro is None:
+    if not distro:
         monkeypatch.delenv('ROS_DISTRO', raising=False)
+        if distro == '':
+            monkeypatch.setattr(importlib.metadata, 'distributions', lambda: [])
     else:
         monkeypatch.setenv('ROS_DISTRO', distro)
     monkeypatch.setenv('DISPLAY', ':0')
