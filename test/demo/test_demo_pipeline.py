@@ -4,6 +4,7 @@ import json
 import math
 import os
 from pathlib import Path
+import re
 import subprocess
 import sys
 
@@ -52,9 +53,10 @@ def test_demo_pipeline_writes_every_output(tmp_path):
     for key in ('acc', 'acc_med', 'comp', 'comp_med', 'nc'):
         assert math.isfinite(metrics[key]) and metrics[key] > 0, (key, metrics[key])
     assert 0.0 <= metrics['nc'] <= 1.0
-    # Loose bounds that trained weights meet and an untrained network misses by far: on these
-    # 6 frames the shipped weights give Acc 0.55 m, Comp 0.35 m; untrained, 24 m and 19 m.
-    assert metrics['acc'] < 2.0 and metrics['comp'] < 2.0, metrics
+    # Loose bounds the shipped weights meet with room to spare and earlier weights miss: on
+    # these 6 frames the shipped weights give Acc 0.22 m, Comp 0.08 m, NC 0.72; the previous
+    # demo weights (500 steps) gave 0.55 m, 0.35 m, 0.51; an untrained network 24 m, 19 m.
+    assert metrics['acc'] < 0.4 and metrics['comp'] < 0.2 and metrics['nc'] > 0.6, metrics
     assert report['evaluated_pixels'] > 0
     latency = report['latency']
     assert latency['n'] == frames - 1
@@ -70,7 +72,9 @@ def test_demo_pipeline_writes_every_output(tmp_path):
     assert cloud['rgb'].shape == cloud['xyz'].shape and cloud['rgb'].dtype == np.uint8
 
     md = (out / 'report.md').read_text()
-    assert 'Acc' in md and 'ATE' in md and f'{metrics["acc"]:.4g}' in md
+    assert 'ATE' in md
+    acc_row = re.search(r'^\| Acc \| ([0-9.e+-]+) \|', md, re.M)
+    assert acc_row and float(acc_row.group(1)) == pytest.approx(metrics['acc'], rel=1e-4)
 
     with Image.open(out / 'preview.png') as img:
         img.load()
