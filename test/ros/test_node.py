@@ -37,6 +37,12 @@ def _stamp(header):
     return header.stamp.sec + header.stamp.nanosec * 1e-9
 
 
+def _diag_keys(live) -> dict:
+    msgs = live.msgs('/diagnostics')
+    return {kv.key: kv.value for kv in msgs[-1].status[0].values} if msgs else {
+        'frames_received': '0'}
+
+
 def test_outputs_fields_sizes_stamps_and_frames(live):
     node = live.node
     stamps = live.feed([smooth_frame(i) for i in range(6)])
@@ -82,6 +88,9 @@ def test_outputs_fields_sizes_stamps_and_frames(live):
                   'map with the last frame')
     the_map = live.msgs('map')[-1]
     assert the_map.header.frame_id == cfg.map_frame
+    # Diagnostics run on their own timer too: wait for the tick that has counted every frame.
+    live.wait_for(lambda: int(_diag_keys(live)['frames_received']) >= 6, 5,
+                  'diagnostics counting every frame')
     status = live.msgs('/diagnostics')[-1].status[0]
     keys = {kv.key: kv.value for kv in status.values}
     assert keys['device'] == 'cpu' and int(keys['frames_received']) >= 6
