@@ -27,17 +27,14 @@ import sys
 import time
 from typing import IO, Optional, Sequence
 
-import numpy as np
-
 from spann3r_model.data.scannet import ScanNetScene
 from spann3r_model.evaluation.gt_views import load_views
-from spann3r_model.evaluation.metrics import CloudEvaluation
 from spann3r_model.io.ply import read_ply
 from spann3r_ros.bags.writer import BagOptions, TOPIC_COLOR, write_synthetic_bag
 from spann3r_ros.cli.common import run_tool
 from spann3r_ros.cli.demo_preview import render_preview
 from spann3r_ros.cli.demo_report import first_camera_pose, map_points_to_gt_world, write_reports
-from spann3r_ros.cli.playback_score import DensePredictions, score_playback
+from spann3r_ros.cli.playback_score import score_playback
 from spann3r_ros.cli.synth import write_scannet
 from spann3r_ros.node.player import play_lockstep, Playback, read_bag_frames
 from spann3r_ros.node.remote import ros_context
@@ -224,7 +221,7 @@ def score(out: Path, scene_dir: Path, n_frames: int, playback: Playback,
     """Evaluate the run, render the preview and assemble the report."""
     scene = ScanNetScene(scene_dir)
     frame_ids = scene.frame_ids[:n_frames]
-    report, _, plot = score_playback(scene, frame_ids, playback, args.min_confidence,
+    report, clouds, plot = score_playback(scene, frame_ids, playback, args.min_confidence,
                                      node_name=f'/{NODE_NAME}')
     preds, ev = plot['dense'], plot['evaluation']
     map_path = out / 'map.ply'
@@ -237,11 +234,12 @@ def score(out: Path, scene_dir: Path, n_frames: int, playback: Playback,
     middle = len(preds.frame_index) // 2
     view = load_views(scene, [frame_ids[int(preds.frame_index[middle])]],
                       size=preds.pts.shape[1], centre='image')[0]
-    gt_rgb = _gt_colours(scene, frame_ids, preds, ev)
+    # The evaluated ground-truth points with their colours, in the order the evaluation used.
+    gt_points, gt_rgb = clouds['ground_truth']
     m = report['metrics']
     title = (f'{scene.name}: Acc {m["acc"]:.3f} m, Comp {m["comp"]:.3f} m, NC {m["nc"]:.3f}'
              f' | {report["map_points"]} map points')
-    preview = render_preview(out / 'preview.png', map_world, cloud.get('rgb'), ev.gt_points,
+    preview = render_preview(out / 'preview.png', map_world, cloud.get('rgb'), gt_points,
                              gt_rgb, preds.conf[middle], view.rgb, title)
     report['run'] = {'checkpoint': str(Path(args.checkpoint).absolute()),
                      'image_size': args.image_size, 'device': args.device,
@@ -252,16 +250,6 @@ def score(out: Path, scene_dir: Path, n_frames: int, playback: Playback,
                        'node_log': str(out / 'node.log'),
                        'bag': str(out / 'sequence' / f'{SCENE_NAME}_sqlite3')}
     return report
-
-
-def _gt_colours(scene: ScanNetScene, frame_ids: list[int], preds: DensePredictions,
-                ev: CloudEvaluation) -> Optional[np.ndarray]:
-    """Colours of the evaluated ground-truth points, in the order the evaluation used."""
-    ids = [frame_ids[i] for i in preds.frame_index]
-    views = load_views(scene, ids, size=preds.pts.shape[1], centre='image')
-    valid = np.stack([v.valid for v in views]) & np.isfinite(preds.pts).all(axis=-1)
-    rgb = np.stack([v.rgb for v in views])[valid]
-    return rgb if len(rgb) == len(ev.gt_points) else None
 
 
 def build_parser() -> argparse.ArgumentParser:
