@@ -134,3 +134,24 @@ def msg_pose(msg: Any) -> tuple[Optional[str], np.ndarray]:
     if hasattr(pose, 'pose'):  # Odometry / PoseWithCovarianceStamped
         pose = pose.pose
     return msg.header.frame_id, matrix_from(pose.position, pose.orientation)
+
+
+def odometry_msg(ts: Any, hdr: Any, child: str, T: np.ndarray,
+                 variances: Optional[np.ndarray] = None) -> Any:
+    """Build a ``nav_msgs/Odometry`` of pose ``T`` of ``child`` in ``hdr.frame_id``.
+
+    :param variances: ``[6]`` diagonal of the pose covariance (x, y, z, rotation about x, y,
+        z); zeros when None. The twist and its covariance are zero.
+    """
+    covariance = np.zeros((6, 6))
+    if variances is not None:
+        covariance[np.diag_indices(6)] = variances
+    pose = ts.types['geometry_msgs/msg/PoseWithCovariance'](
+        pose=pose_stamped(ts, hdr, T).pose, covariance=covariance.ravel())
+    zero = np.zeros(3)
+    twist = ts.types['geometry_msgs/msg/TwistWithCovariance'](
+        twist=ts.types['geometry_msgs/msg/Twist'](linear=_vector(ts, zero),
+                                                  angular=_vector(ts, zero)),
+        covariance=np.zeros(36))
+    return ts.types['nav_msgs/msg/Odometry'](header=hdr, child_frame_id=child, pose=pose,
+                                             twist=twist)

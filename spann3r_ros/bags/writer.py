@@ -6,11 +6,21 @@ The synthetic bag carries what a real RGB-D driver publishes (RealSense-style na
 ``/camera/color/image_raw``                 Image rgb8 (unless ``raw_color=False``)
 ``/camera/color/image_raw/compressed``      CompressedImage jpeg or png (when requested)
 ``/camera/color/camera_info``               CameraInfo
-``/camera/aligned_depth_to_color/image_raw`` Image 16UC1 millimetres or 32FC1 metres
-``/tf``                                     ``map -> camera_link`` (moving)
-``/tf_static``                              ``camera_link -> camera_color_optical_frame``
+``/camera/aligned_depth_to_color/image_raw`` Image 16UC1 millimetres or 32FC1 metres, optionally
+                                            noisy and with invalid (0) pixels
+``/tf``                                     ``map -> camera_link`` (moving, the ground truth);
+                                            with ``odometry``: ``odom -> base_link`` instead
+``/tf_static``                              ``camera_link -> camera_color_optical_frame``; with
+                                            ``odometry`` also ``base_link -> camera_link``
+``/odom``                                   with ``odometry`` only: nav_msgs/Odometry
+                                            ``odom -> base_link``, the poses and stamps of the
+                                            TF, a pose covariance from the noise and drift
 ``/ground_truth/pose``                      PoseStamped of the optical frame in ``map``
 =========================================== ====================================================
+
+With ``odometry`` the TF tree is ``odom -> base_link -> camera_link -> *_optical_frame``, the
+odometry as :mod:`spann3r_ros.synthetic.odometry` models it (``odom`` coincides with ``map`` at
+the first sample); ``/ground_truth/pose`` keeps the truth.
 """
 
 from __future__ import annotations
@@ -29,7 +39,9 @@ from rosbags.typesys import get_types_from_msg, get_typestore, Stores
 from spann3r_model.data.scannet import depth_to_millimetres
 from spann3r_model.geometry.frames import R_BODY_OPTICAL
 from spann3r_ros.bags import messages as bm
+from spann3r_ros.synthetic import odometry as od
 from spann3r_ros.synthetic.scene import SyntheticScene
+from spann3r_ros.synthetic.sensor_noise import check_depth_degradation, degrade_depth
 
 STORAGES = ('sqlite3', 'mcap', 'ros1')
 
@@ -42,7 +54,9 @@ TOPIC_INFO = '/camera/color/camera_info'
 TOPIC_DEPTH = '/camera/aligned_depth_to_color/image_raw'
 TOPIC_DEPTH_COMPRESSED = '/camera/aligned_depth_to_color/image_raw/compressedDepth'
 TOPIC_GT_POSE = '/ground_truth/pose'
+TOPIC_ODOM = '/odom'
 MAP_FRAME, LINK_FRAME, OPTICAL_FRAME = 'map', 'camera_link', 'camera_color_optical_frame'
+ODOM_FRAME, BASE_FRAME = 'odom', 'base_link'
 
 
 def typestore_for(storage: str) -> Any:
@@ -112,6 +126,12 @@ class BagOptions:
     :param tf_rate: TF messages per image (1 = at the image stamps; more are spread between).
     :param tf_offset: TF stamps are shifted by this fraction of the TF period (0 = aligned).
     :param gt_pose: publish the PoseStamped ground truth.
+    :param odometry: publish the odometry of a robot carrying the camera (``odom -> base_link``
+        on ``/tf`` and ``/odom``, the mount on ``/tf_static``) instead of the ground-truth TF.
+    :param odometry_noise: its noise and drift (only with ``odometry``).
+    :param depth_noise: relative Gaussian noise of the depth topic (0.02 = 2 %).
+    :param depth_invalid: fraction of depth pixels set to 0 (invalid), drawn anew per frame.
+        Depth degradation is drawn from the scene's seed and the frame index.
     """
 
     raw_color: bool = True
@@ -121,6 +141,10 @@ class BagOptions:
     tf_rate: int = 1
     tf_offset: float = 0.0
     gt_pose: bool = True
+    odometry: bool = False
+    odometry_noise: od.OdometryNoise = od.OdometryNoise()
+    depth_noise: float = 0.0
+    depth_invalid: float = 0.0
 
     def __post_init__(self) -> None:
         """Reject combinations that produce no usable colour or an unknown encoding."""
@@ -132,6 +156,13 @@ class BagOptions:
             raise ValueError('a bag needs a colour topic: raw_color or compressed')
         if self.tf_rate < 1 or not 0.0 <= self.tf_offset < 1.0:
             raise ValueError('tf_rate must be >= 1 and tf_offset in [0, 1)')
+        if not isinstance(self.odometry_noise, od.OdometryNoise):
+            raise ValueError('odometry_noise must be an OdometryNoise')
+        if not self.odometry and self.odometry_noise != od.OdometryNoise():
+            raise ValueError('odometry_noise needs odometry=True')
+        check_depth_degradation(self.depth_noise, self.depth_invalid)
+        if self.depth == 'none' and (self.depth_noise or self.depth_invalid):
+            raise ValueError('depth_noise and depth_invalid need a depth topic')
 
 
 def link_pose(T_world_optical: np.ndarray) -> np.ndarray:
@@ -166,24 +197,62 @@ def write_synthetic_bag(scene: SyntheticScene, path: Path, storage: str = 'sqlit
     return path
 
 
+def _tf_stamps(opts: BagOptions, ns: int, period_ns: int) -> list[int]:
+    """Stamps of the TF samples that belong to the image at ``ns``."""
+    return [ns + int(round((j + opts.tf_offset) * period_ns / opts.tf_rate))
+            for j in range(opts.tf_rate)]
+
+
+def _odometry_track(scene: SyntheticScene, opts: BagOptions, start_ns: int,
+                    period_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    """``T_odom_base [N, 4, 4]`` and pose variances ``[N, 6]`` at every TF stamp, in order."""
+    rel = [(tf_ns - start_ns) / 1e9 for i in range(scene.config.num_frames)
+           for tf_ns in _tf_stamps(opts, start_ns + i * period_ns, period_ns)]
+    T_world_base = od.base_poses(np.stack([scene.pose_at(t) for t in rel]))
+    return (od.odometry_poses(T_world_base, opts.odometry_noise),
+            od.pose_variances(T_world_base, opts.odometry_noise))
+
+
+def _write_odometry(bag: BagWriter, ns: int, T_odom_base: np.ndarray,
+                    variances: np.ndarray) -> None:
+    ts = bag.typestore
+    msg = ts.types['tf2_msgs/msg/TFMessage'](transforms=[bm.transform_stamped(
+        ts, bm.header(ts, ns, ODOM_FRAME), BASE_FRAME, T_odom_base)])
+    bag.write('/tf', msg, ns)
+    odom = bm.odometry_msg(ts, bm.header(ts, ns, ODOM_FRAME), BASE_FRAME, T_odom_base,
+                           variances)
+    bag.write(TOPIC_ODOM, odom, ns)
+
+
 def _write_scene(bag: BagWriter, scene: SyntheticScene, opts: BagOptions) -> None:
     ts = bag.typestore
     c = scene.config
     start_ns = int(round(c.start_time * 1e9))
     T_link_optical = np.eye(4)
     T_link_optical[:3, :3] = R_BODY_OPTICAL
-    static = ts.types['tf2_msgs/msg/TFMessage'](transforms=[bm.transform_stamped(
-        ts, bm.header(ts, start_ns, LINK_FRAME), OPTICAL_FRAME, T_link_optical)])
-    bag.write('/tf_static', static, start_ns)
+    mounts = [bm.transform_stamped(ts, bm.header(ts, start_ns, LINK_FRAME), OPTICAL_FRAME,
+                                   T_link_optical)]
+    if opts.odometry:
+        mounts.insert(0, bm.transform_stamped(ts, bm.header(ts, start_ns, BASE_FRAME),
+                                              LINK_FRAME, od.T_BASE_CAMERA_LINK))
+    bag.write('/tf_static', ts.types['tf2_msgs/msg/TFMessage'](transforms=mounts), start_ns)
     period_ns = int(round(1e9 / c.fps))
+    track = _odometry_track(scene, opts, start_ns, period_ns) if opts.odometry else None
     for frame in scene.frames():
         ns = start_ns + frame.index * period_ns
-        for j in range(opts.tf_rate):
-            tf_ns = ns + int(round((j + opts.tf_offset) * period_ns / opts.tf_rate))
+        for j, tf_ns in enumerate(_tf_stamps(opts, ns, period_ns)):
+            if track is not None:
+                k = frame.index * opts.tf_rate + j
+                _write_odometry(bag, tf_ns, track[0][k], track[1][k])
+                continue
             T = link_pose(scene.pose_at((tf_ns - start_ns) / 1e9))
             msg = ts.types['tf2_msgs/msg/TFMessage'](transforms=[bm.transform_stamped(
                 ts, bm.header(ts, tf_ns, MAP_FRAME), LINK_FRAME, T)])
             bag.write('/tf', msg, tf_ns)
+        depth = frame.depth
+        if opts.depth_noise or opts.depth_invalid:
+            depth = degrade_depth(depth, opts.depth_noise, opts.depth_invalid, c.seed,
+                                  frame.index)
         hdr = bm.header(ts, ns, OPTICAL_FRAME, seq=frame.index)
         bag.write(TOPIC_INFO, bm.camera_info_msg(ts, hdr, frame.K, c.width, c.height), ns)
         if opts.raw_color:
@@ -192,12 +261,12 @@ def _write_scene(bag: BagWriter, scene: SyntheticScene, opts: BagOptions) -> Non
             msg = bm.compressed_msg(ts, hdr, frame.rgb, opts.compressed, opts.jpeg_quality)
             bag.write(TOPIC_COMPRESSED, msg, ns)
         if opts.depth == '16UC1':
-            msg = bm.image_msg(ts, hdr, depth_to_millimetres(frame.depth), '16UC1')
+            msg = bm.image_msg(ts, hdr, depth_to_millimetres(depth), '16UC1')
             bag.write(TOPIC_DEPTH, msg, ns)
         elif opts.depth == '32FC1':
-            bag.write(TOPIC_DEPTH, bm.image_msg(ts, hdr, frame.depth, '32FC1'), ns)
+            bag.write(TOPIC_DEPTH, bm.image_msg(ts, hdr, depth, '32FC1'), ns)
         elif opts.depth == 'compressedDepth':
-            msg = bm.compressed_depth_msg(ts, hdr, depth_to_millimetres(frame.depth))
+            msg = bm.compressed_depth_msg(ts, hdr, depth_to_millimetres(depth))
             bag.write(TOPIC_DEPTH_COMPRESSED, msg, ns)
         if opts.gt_pose:
             pose = bm.pose_stamped(ts, bm.header(ts, ns, MAP_FRAME), frame.T_world_cam)

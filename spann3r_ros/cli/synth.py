@@ -12,6 +12,7 @@ from spann3r_model.data.scannet import ScanNetWriter
 from spann3r_model.io.progress import Progress
 from spann3r_ros.bags.writer import BagOptions, STORAGES, write_synthetic_bag
 from spann3r_ros.cli.common import run_tool
+from spann3r_ros.synthetic.odometry import OdometryNoise
 from spann3r_ros.synthetic.scene import SyntheticConfig, SyntheticScene
 
 
@@ -40,6 +41,21 @@ def write_scannet(scene: SyntheticScene, root: Path, name: str, color_format: st
     return final
 
 
+#: The noise flags (all floats, default 0): flag, metavar, help.
+_NOISE_FLAGS = (
+    ('--odometry-noise', 'METRES',
+     'white position noise of the odometry per axis (standard deviation)'),
+    ('--odometry-rotation-noise', 'RAD',
+     'white rotation noise of the odometry per axis (standard deviation)'),
+    ('--odometry-drift', 'FRACTION',
+     'odometry scale drift, a fraction of the path length (0.01 = 1%%), with a heading bias in '
+     'proportion'),
+    ('--depth-noise', 'FRACTION', 'relative Gaussian depth noise (0.02 = 2%%)'),
+    ('--depth-invalid', 'FRACTION', 'fraction of depth pixels set to 0 (invalid), drawn per '
+     'frame'),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Command-line interface of ``spann3r-synth``."""
     p = argparse.ArgumentParser(prog='spann3r-synth', description=__doc__.splitlines()[0])
@@ -58,7 +74,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--depth', choices=('16UC1', '32FC1', 'compressedDepth', 'none'),
                    default='16UC1')
     p.add_argument('--color-format', choices=('jpg', 'png'), default='png')
+    bags = p.add_argument_group('robot and sensor noise (bags only; the ScanNet layout keeps '
+                                'the truth)')
+    bags.add_argument('--odometry', action='store_true',
+                      help='publish odometry (odom -> base_link on /tf and /odom, the camera '
+                      'mount on /tf_static) instead of the ground-truth TF')
+    for flag, metavar, text in _NOISE_FLAGS:
+        bags.add_argument(flag, type=float, default=0.0, metavar=metavar, help=text)
     return p
+
+
+def _bag_options(args: argparse.Namespace) -> BagOptions:
+    """Build the bag options of the command line.
+
+    :raises ValueError: for a bad noise value, or a noise option without what it degrades.
+    """
+    noise_flags = {'--odometry-noise': args.odometry_noise,
+                   '--odometry-rotation-noise': args.odometry_rotation_noise,
+                   '--odometry-drift': args.odometry_drift}
+    given = [flag for flag, value in noise_flags.items() if value]
+    if given and not args.odometry:
+        raise ValueError(f'{", ".join(given)} needs --odometry')
+    if (args.odometry or args.depth_noise or args.depth_invalid) and not args.bag:
+        raise ValueError('--odometry and the noise options apply to bags only: pass --bag '
+                         'STORAGE')
+    try:
+        noise = OdometryNoise(noise_m=args.odometry_noise, noise_rad=args.odometry_rotation_noise,
+                              drift=args.odometry_drift, seed=args.seed)
+    except ValueError as exc:
+        raise ValueError(f'odometry: {exc}') from None
+    return BagOptions(raw_color=not args.no_raw, compressed=args.compressed, depth=args.depth,
+                      odometry=args.odometry, odometry_noise=noise if args.odometry
+                      else OdometryNoise(), depth_noise=args.depth_noise,
+                      depth_invalid=args.depth_invalid)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -71,9 +119,8 @@ def _main(args: argparse.Namespace) -> int:
         raise ValueError('nothing to write: pass --scannet and/or --bag STORAGE')
     cfg = SyntheticConfig(width=args.width, height=args.height, num_frames=args.frames,
                           fps=args.fps, seed=args.seed)
+    opts = _bag_options(args)
     scene = SyntheticScene(cfg)
-    opts = BagOptions(raw_color=not args.no_raw, compressed=args.compressed,
-                      depth=args.depth)
     args.out.mkdir(parents=True, exist_ok=True)
     written = []
     if args.scannet:
