@@ -19,19 +19,28 @@ TOPICS = [
      '(reliability and depth are parameters)'),
     ('in', '`<image_topics[i]>/compressed`', 'sensor_msgs/CompressedImage',
      'transport=compressed; jpeg or png'),
-    ('out', '`points`', 'sensor_msgs/PointCloud2', 'current frame in `map_frame`: x, y, z, rgb, '
-     'confidence (float32), points below `min_confidence` removed'),
+    ('in', '`/tf`, `/tf_static`', 'tf2_msgs/TFMessage', 'metric_source odometry/both with '
+     'odometry_source tf: `odom_frame` -> image frame_id'),
+    ('in', '`<odometry_topic>`', 'nav_msgs/Odometry or geometry_msgs/PoseStamped',
+     'odometry_source odometry_topic / pose_topic: base in `odom_frame`'),
+    ('in', '`<depth_topic>` (+ `camera_info` beside it)', 'sensor_msgs/Image',
+     'metric_source depth/both: aligned depth, 16UC1 mm or 32FC1 m (or compressedDepth)'),
+    ('out', '`points`', 'sensor_msgs/PointCloud2', 'current frame in the output frame '
+     '(`map_frame`, or `odom_frame` with odometry): x, y, z, rgb, confidence (float32), points '
+     'below `min_confidence` removed; with a metric source only once aligned'),
     ('out', '`map`', 'sensor_msgs/PointCloud2', 'voxel-fused global map, transient-local, '
      'at `map_publish_rate`'),
     ('out', '`confidence`', 'sensor_msgs/Image', '32FC1 at the model resolution, camera frame'),
-    ('out', '`depth`', 'sensor_msgs/Image', '32FC1 depth along the optical axis (map units)'),
+    ('out', '`depth`', 'sensor_msgs/Image', '32FC1 depth along the optical axis (map units; '
+     'metres with a metric source)'),
     ('out', '`camera_info`', 'sensor_msgs/CameraInfo', 'pinhole model of the crop (estimated '
      'focal, centred principal point)'),
-    ('out', '`pose`', 'geometry_msgs/PoseStamped', 'camera optical frame in `map_frame`'),
+    ('out', '`pose`', 'geometry_msgs/PoseStamped', 'camera optical frame in the output frame'),
     ('out', '`path`', 'nav_msgs/Path', 'trajectory of the reconstruction'),
-    ('out', '`/tf`', 'tf2_msgs/TFMessage', '`map_frame` -> camera frame (when tf2_ros exists)'),
+    ('out', '`/tf`', 'tf2_msgs/TFMessage', 'output frame -> `camera_frame` (tf2_ros, or a plain '
+     '`/tf` publisher where only tf2_msgs exists)'),
     ('out', '`/diagnostics`', 'diagnostic_msgs/DiagnosticArray', 'rates, latency, drops, '
-     'memory tokens, device'),
+     'memory tokens, device, metric alignment state (`metric_state`, scale, residual)'),
 ]
 
 SERVICES = [

@@ -72,7 +72,8 @@ def _ms(values: Any, q: float) -> str:
 def diagnostics_msg(stamp: Any, *, node_name: str, device: str, stats: NodeStats,
                     worker: Any, paused: bool, map_points: int,
                     error: Optional[BaseException], full_name: Optional[str] = None,
-                    intrinsics: Optional[dict[str, str]] = None) -> DiagnosticArray:
+                    intrinsics: Optional[dict[str, str]] = None,
+                    metric: Optional[dict[str, str]] = None) -> DiagnosticArray:
     """Build the ``DiagnosticArray`` with rates, latency, drops, stage times, memory and device.
 
     Latency is that of the published frames, from the arrival of each one's image to the end
@@ -86,7 +87,9 @@ def diagnostics_msg(stamp: Any, *, node_name: str, device: str, stats: NodeStats
     :param full_name: its fully qualified name, reported as the value ``node`` (the status name
         alone cannot tell same-named nodes in different namespaces apart).
     :param intrinsics: values on the cameras' intrinsics (``intrinsics_camera_<i>``: their
-        source), added as they are.
+        source) and the metric inputs, added as they are.
+    :param metric: the metric alignment's values (``metric_state`` and its figures): its state
+        is named in the message (``lost`` warns).
     """
     level, message = DiagnosticStatus.OK, 'reconstructing'
     if paused:
@@ -95,6 +98,11 @@ def diagnostics_msg(stamp: Any, *, node_name: str, device: str, stats: NodeStats
     if recent:
         level, message = DiagnosticStatus.WARN, (f'{recent} malformed input frames dropped in '
                                                  f'the last {RECENT_WINDOW_S:.0f} s')
+    state = (metric or {}).get('metric_state', 'off')
+    if state != 'off' and level == DiagnosticStatus.OK:
+        message = f'reconstructing; metric {state}'
+        if state == 'lost':
+            level = DiagnosticStatus.WARN
     if error is not None or not worker.alive:
         level, message = DiagnosticStatus.ERROR, f'worker failed: {error!r}'
     memory = worker.last_memory
@@ -129,6 +137,7 @@ def diagnostics_msg(stamp: Any, *, node_name: str, device: str, stats: NodeStats
     }
     values.update({f'malformed_{k}': str(v) for k, v in sorted(stats.rejected.items())})
     values.update(intrinsics or {})
+    values.update(metric or {})
     status = DiagnosticStatus(level=level, name=f'{node_name}: reconstruction', message=message,
                               hardware_id=device,
                               values=[KeyValue(key=k, value=v) for k, v in values.items()])

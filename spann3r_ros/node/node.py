@@ -7,8 +7,9 @@ No input can end the node: every callback contains its own failures. An image ca
 raises drops and counts the frame (the exception's type is in diagnostics), a service answers
 ``success: false`` with the reason, a timer logs and carries on.
 
-The node's parts: its input (:mod:`.image_input`), its output (:mod:`.publishing`) and its
-services (:mod:`.services`); this module builds the node, contains failures and runs it.
+The node's parts: its input (:mod:`.image_input`), its odometry and depth input
+(:mod:`.metric_input`), its output (:mod:`.publishing`) and its services (:mod:`.services`);
+this module builds the node, contains failures and runs it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from std_msgs.msg import Header
 from spann3r_ros.formats.pointcloud import CloudPacker
 from spann3r_ros.node.diagnostics import NodeStats
 from spann3r_ros.node.image_input import ImageInput
+from spann3r_ros.node.metric_input import MetricInput
 from spann3r_ros.node.params import declare_node_config, make_set_callback
 from spann3r_ros.node.publishing import OutputPublishing, PATH_PERIOD, time_msg
 from spann3r_ros.node.services import NodeServices
@@ -49,7 +51,7 @@ SPIN_PERIOD = 0.2
 FAILURE_LOG_PERIOD = 5.0
 
 
-class Spann3rNode(ImageInput, OutputPublishing, NodeServices):
+class Spann3rNode(ImageInput, MetricInput, OutputPublishing, NodeServices):
     """ROS 2 node around :class:`~spann3r_ros.pipeline.worker.ReconstructionWorker`.
 
     :raises ValueError: for an invalid parameter, a missing or unloadable checkpoint, or a
@@ -89,8 +91,9 @@ class Spann3rNode(ImageInput, OutputPublishing, NodeServices):
         session, self.model_config = self._load_session(cfg)
         from spann3r_model.mapping.voxel_map import VoxelMap
         voxel_map = VoxelMap(cfg.map_voxel_size, cfg.map_max_points)
+        metric = self._make_metric(cfg)
         self.worker = ReconstructionWorker(session, voxel_map, cfg, self._publish_output,
-                                           self.get_logger())
+                                           self.get_logger(), metric=metric)
         if cfg.resume_from:
             self._resume(cfg.resume_from)
         self._make_interfaces(cfg)
@@ -99,7 +102,8 @@ class Spann3rNode(ImageInput, OutputPublishing, NodeServices):
         self.worker.start()
         self._ready_message = (
             f'ready on {session.device} ({cfg.precision}), {cfg.transport} input from '
-            f'{", ".join(self._input_topics)}; map frame {cfg.map_frame!r}')
+            f'{", ".join(self._input_topics)}; outputs in {metric.frame_id!r}'
+            + ('' if not metric.active else f' once aligned ({cfg.metric_source})'))
 
     def announce_ready(self) -> None:
         """Log that the node is ready (once it spins; launch files and scripts wait for it)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 from typing import Any, Callable
 
 from rcl_interfaces.msg import (
@@ -22,6 +23,7 @@ _ROS_TYPES = {
     'float': (ParameterType.PARAMETER_DOUBLE, Parameter.Type.DOUBLE),
     'str': (ParameterType.PARAMETER_STRING, Parameter.Type.STRING),
     'list[str]': (ParameterType.PARAMETER_STRING_ARRAY, Parameter.Type.STRING_ARRAY),
+    'list[float]': (ParameterType.PARAMETER_DOUBLE_ARRAY, Parameter.Type.DOUBLE_ARRAY),
 }
 
 
@@ -41,6 +43,11 @@ def descriptor_for(spec: ParamSpec) -> ParameterDescriptor:
     return desc
 
 
+def _plain(value: Any) -> Any:
+    """Return a parameter value as NodeConfig takes it (rclpy gives arrays as array.array)."""
+    return list(value) if isinstance(value, array.array) else value
+
+
 def declare_node_config(node: Node) -> NodeConfig:
     """Declare every :class:`NodeConfig` parameter on ``node`` and return the validated config.
 
@@ -54,7 +61,7 @@ def declare_node_config(node: Node) -> NodeConfig:
             param = node.declare_parameter(spec.name, spec.default, descriptor_for(spec))
         except Exception as exc:  # rclpy raises several types for a bad override
             raise ValueError(f'parameter {spec.name}: {exc}') from None
-        values[spec.name] = param.value
+        values[spec.name] = _plain(param.value)
     return NodeConfig.from_mapping(values)
 
 
@@ -70,7 +77,7 @@ def make_set_callback(get_config: Callable[[], NodeConfig],
     def callback(params: list[Parameter]) -> SetParametersResult:
         names = {spec.name for spec in param_specs()}
         # Parameters that are not ours (use_sim_time, qos overrides) are rclpy's business.
-        changes = {p.name: p.value for p in params if p.name in names}
+        changes = {p.name: _plain(p.value) for p in params if p.name in names}
         if not changes:
             return SetParametersResult(successful=True)
         try:

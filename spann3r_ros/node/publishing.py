@@ -56,22 +56,20 @@ class OutputPublishing(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.tf = None
         if cfg.publish_tf:
-            try:
-                from tf2_ros import TransformBroadcaster
-                self.tf = TransformBroadcaster(self)
-            except ImportError:
-                self.get_logger().warning('tf2_ros is not importable: TF map -> camera is not '
-                                          'broadcast (pose and path are still published)')
+            self.tf = make_tf_broadcaster(self)
     def _publish_output(self, out: Output) -> None:
         cfg = self.config
         stamp = out.frame.header.stamp
         self._last_stamp = stamp
-        map_header = Header(stamp=stamp, frame_id=cfg.map_frame)
+        map_header = Header(stamp=stamp, frame_id=out.frame_id or cfg.map_frame)
         cam_header = Header(stamp=stamp, frame_id=cfg.camera_frame_for(out.frame.camera))
-        self.pub_points.publish(cloud_msg(map_header, out.points_map, out.rgb, out.conf,
-                                          mask=out.mask, packer=self._points_packer))
+        # Without a metric alignment yet, only what has no frame or scale goes out.
+        metric = not out.metric_held
+        if metric:
+            self.pub_points.publish(cloud_msg(map_header, out.points_map, out.rgb, out.conf,
+                                              mask=out.mask, packer=self._points_packer))
         self.pub_conf.publish(float_image_msg(cam_header, out.conf))
-        if out.depth is not None:
+        if out.depth is not None and metric:
             self.pub_depth.publish(float_image_msg(cam_header, out.depth))
         if out.focal is not None or out.K is not None:
             self.pub_info.publish(camera_info_msg(cam_header, out.conf.shape[0], out.focal,
@@ -85,7 +83,7 @@ class OutputPublishing(Node):
                       else 'estimated from its first frame')
             self.get_logger().info(f'camera {camera}: intrinsics {source} (model crop fx '
                                    f'{fx:.1f}, fy {fy:.1f}, cx {cx:.1f}, cy {cy:.1f})')
-        if out.T_map_cam is not None:
+        if out.T_map_cam is not None and metric:
             pose = pose_stamped(map_header, out.T_map_cam)
             self.pub_pose.publish(pose)
             self._publish_path(map_header, due_only=True)
@@ -110,14 +108,22 @@ class OutputPublishing(Node):
             self._path_published_at = now
             self._path_header = None
             worker = self.worker
+            # The trajectory is kept in the reconstruction's frame; a new metric alignment
+            # re-expresses the whole path.
+            metric = worker.metric
+            version, to_frame = metric.version, metric.transform()
+            if to_frame is None:
+                return
             with worker.lock:
-                total, resets = len(worker.trajectory), worker.trajectory_resets
+                total, resets = len(worker.trajectory), (worker.trajectory_resets, version)
                 if resets != self._path_resets or total < self._path_synced:
                     self._path_poses.clear()
                     self._path_stride, self._path_synced, self._path_resets = 1, 0, resets
                 start = self._path_synced
                 new = worker.trajectory[start:total]
                 self._path_synced = total
+            header = Header(stamp=header.stamp, frame_id=metric.frame_id)
+            new = [(stamp, to_frame.apply_pose(T)) for stamp, T in new]
             for index, (stamp, T) in enumerate(new, start):
                 if index % self._path_stride == 0:
                     self._path_poses.append(pose_stamped(
@@ -141,14 +147,16 @@ class OutputPublishing(Node):
     def _publish_map(self) -> None:
         # Read before the arrays: a change in between is published again at the next tick. No
         # flush: the worker fuses the newest frame itself right after publishing it.
-        version = self.worker.map_version
+        version = (self.worker.map_version, self.worker.metric.version)
         if version == self._map_version_published:
             return
+        expressed = self.worker.output_map(flush=False)
+        if expressed is None:
+            return  # no metric alignment yet: published once there is one
         self._map_version_published = version
-        xyz, rgb, conf = self.worker.map_arrays(flush=False)
+        frame_id, xyz, rgb, conf = expressed
         stamp = self._last_stamp or self.get_clock().now().to_msg()
-        self.pub_map.publish(cloud_msg(Header(stamp=stamp, frame_id=self.config.map_frame),
-                                       xyz, rgb, conf))
+        self.pub_map.publish(cloud_msg(Header(stamp=stamp, frame_id=frame_id), xyz, rgb, conf))
 
     def _publish_diagnostics(self) -> None:
         self.pub_diag.publish(diagnostics_msg(
@@ -156,7 +164,44 @@ class OutputPublishing(Node):
             full_name=self.get_fully_qualified_name(),
             device=str(self.worker.session.device), stats=self.stats, worker=self.worker,
             paused=self.paused, map_points=len(self.worker.voxel_map),
-            error=self.worker.error, intrinsics=self.intrinsics_status()))
+            error=self.worker.error,
+            intrinsics={**self.intrinsics_status(), **self.metric_input_status()},
+            metric=self.worker.metric.status()))
+
+
+def make_tf_broadcaster(node: Node) -> Any:
+    """Return an object with ``sendTransform(TransformStamped)`` publishing on ``/tf``.
+
+    tf2_ros's broadcaster where it imports; otherwise a plain ``tf2_msgs/TFMessage`` publisher
+    on ``/tf`` with tf2's QoS (what that broadcaster does); None, with a warning, when neither
+    tf2_ros nor tf2_msgs is importable.
+    """
+    try:
+        from tf2_ros import TransformBroadcaster
+        return TransformBroadcaster(node)
+    except ImportError:
+        pass
+    try:
+        from tf2_msgs.msg import TFMessage
+    except ImportError:
+        node.get_logger().warning('neither tf2_ros nor tf2_msgs is importable: TF is not '
+                                  'broadcast (pose and path are still published)')
+        return None
+    return TfPublisher(node.create_publisher(TFMessage, '/tf', QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.VOLATILE)), TFMessage)
+
+
+class TfPublisher:
+    """``sendTransform`` over a plain ``/tf`` publisher (without tf2_ros)."""
+
+    def __init__(self, publisher: Any, message_type: Any) -> None:
+        self.publisher = publisher
+        self.message_type = message_type
+
+    def sendTransform(self, transform: TransformStamped) -> None:  # noqa: N802 - tf2_ros API
+        """Publish one transform."""
+        self.publisher.publish(self.message_type(transforms=[transform]))
 
 
 def time_msg(seconds: float) -> Any:

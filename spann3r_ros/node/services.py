@@ -68,8 +68,13 @@ class NodeServices(Node):
         from spann3r_model.io.trajectory import write_tum
         try:
             path = self.map_path()
-            xyz, rgb, conf = self.worker.map_arrays()
-            trajectory = self.worker.trajectory_copy()
+            expressed = self.worker.output_map()
+            if expressed is None:
+                raise ValueError(f'no metric alignment yet (state '
+                                 f'{self.worker.metric.state}); nothing would be in a known '
+                                 f'frame')
+            _, xyz, rgb, conf = expressed
+            _, trajectory = self.worker.output_trajectory()
             write_ply(path, xyz, rgb, conf)
             if trajectory:
                 write_tum(path.with_name(path.stem + '_trajectory.txt'),

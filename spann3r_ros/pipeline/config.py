@@ -15,10 +15,20 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
+import numpy as np
+from scipy.spatial.transform import Rotation
+
 from spann3r_model.config import EngineConfig, MemoryConfig, PRECISIONS, PRESETS
+from spann3r_ros.pipeline.metric_frame import METRIC_SOURCES, MetricSettings
+from spann3r_ros.pipeline.odometry_alignment import AlignmentThresholds
 
 TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('best_effort', 'reliable')
+#: Where odometry comes from: TF, a nav_msgs/Odometry topic or a PoseStamped topic.
+ODOMETRY_SOURCES = ('tf', 'odometry_topic', 'pose_topic')
+DEPTH_TRANSPORTS = ('raw', 'compressedDepth')
+#: ``base_to_camera`` default: the optical frame at the base origin (x, y, z, qx, qy, qz, qw).
+OPTICAL_AT_BASE = [0.0, 0.0, 0.0, -0.5, 0.5, -0.5, 0.5]
 
 
 def _param(default: Any, description: str, *, read_only: bool = True,
@@ -38,7 +48,7 @@ class ParamSpec:
 
     :param name: parameter name (no namespace).
     :param default: default value; its Python type is the parameter type.
-    :param type_name: ``bool``, ``int``, ``float``, ``str`` or ``list[str]``.
+    :param type_name: ``bool``, ``int``, ``float``, ``str``, ``list[str]`` or ``list[float]``.
     :param description: one-line description.
     :param read_only: True when the value can only be set at startup.
     :param range: inclusive ``(low, high)`` for numbers, else None.
@@ -128,6 +138,52 @@ class NodeConfig:
                                            range=(0.0, 1000.0))
     segment_overlap: int = _param(3, 'Frames re-run in a new segment to align it (Sim(3)) to '
                                   'the previous one.', range=(2, 20))
+    # Metric scale and the robot's frames.
+    metric_source: str = _param('none', 'Scale and frame of the outputs: none (map_frame, the '
+                                "network's scale), odometry (odom_frame, metres, from the "
+                                "robot's odometry), depth (map_frame, metres, from depth_topic) "
+                                'or both (depth for scale, odometry for the frame).',
+                                choices=METRIC_SOURCES)
+    odom_frame: str = _param('odom', 'Odometry frame the outputs are published in with '
+                             'metric_source odometry or both.')
+    odometry_source: str = _param('tf', 'tf: odom_frame -> the image frame_id through TF; '
+                                  'odometry_topic: nav_msgs/Odometry on odometry_topic; '
+                                  'pose_topic: geometry_msgs/PoseStamped on odometry_topic '
+                                  '(both composed with base_to_camera).',
+                                  choices=ODOMETRY_SOURCES)
+    odometry_topic: str = _param('odom', 'Odometry or PoseStamped topic of the base in '
+                                 'odom_frame (odometry_source odometry_topic or pose_topic).')
+    base_to_camera: list = _param(list(OPTICAL_AT_BASE), 'Fixed base -> camera optical frame '
+                                  'as x, y, z, qx, qy, qz, qw (odometry topics only; with TF '
+                                  'the transform comes from TF).')
+    odometry_timeout: float = _param(0.5, 'Odometry older than this (s) at a frame is lost; '
+                                     'also the largest gap interpolated.', range=(0.01, 60.0))
+    odometry_tolerance: float = _param(0.05, 'A frame may be this much (s) newer or older '
+                                       'than the nearest odometry sample.', range=(0.0, 5.0))
+    alignment_min_frames: int = _param(10, 'Frames with odometry needed before the first '
+                                       'alignment.', range=(2, 10000))
+    alignment_min_baseline: float = _param(0.08, 'Spread (RMS, m) of the camera centres needed '
+                                           'before the scale is fitted.', range=(0.0, 100.0))
+    alignment_min_rotation: float = _param(0.0, 'Rotation (deg) of the camera needed before '
+                                           'the first alignment (0: the orientations fix the '
+                                           'rotation).', range=(0.0, 180.0))
+    alignment_max_residual: float = _param(0.1, 'Fits whose RMS centre residual exceeds this '
+                                           '(m) are not used.', range=(1e-4, 100.0))
+    alignment_window: int = _param(300, 'Newest frames the odometry fit uses.',
+                                   range=(2, 100000))
+    depth_topic: str = _param('depth', 'Aligned depth image (16UC1 mm or 32FC1 m) registered '
+                              'to the first camera; its camera_info beside it.')
+    depth_transport: str = _param('raw', 'raw subscribes to depth_topic (Image), '
+                                  'compressedDepth to <depth_topic>/compressedDepth.',
+                                  choices=DEPTH_TRANSPORTS)
+    depth_min: float = _param(0.1, 'Sensor depths below this (m) are invalid.',
+                              range=(0.0, 100.0))
+    depth_max: float = _param(10.0, 'Sensor depths above this (m) are invalid.',
+                              range=(0.0, 1000.0))
+    depth_max_dt: float = _param(0.02, 'Largest stamp difference (s) between a colour frame '
+                                 'and its depth image.', range=(0.0, 1.0))
+    depth_scale_window: int = _param(30, 'Frames whose depth scales are combined (median).',
+                                     range=(1, 10000))
 
     def __post_init__(self) -> None:
         """Validate every field against its metadata and the cross-field rules."""
@@ -141,6 +197,8 @@ class NodeConfig:
                 object.__setattr__(self, f.name, float(value))
             elif type_name == 'list[str]':
                 object.__setattr__(self, f.name, list(value))
+            elif type_name == 'list[float]':
+                object.__setattr__(self, f.name, [float(v) for v in value])
             value = getattr(self, f.name)
             lo_hi = f.metadata.get('range')
             if lo_hi is not None and not lo_hi[0] <= value <= lo_hi[1]:
@@ -154,11 +212,18 @@ class NodeConfig:
             raise ValueError('parameter image_topics must list at least one non-empty topic')
         if len(set(self.image_topics)) != len(self.image_topics):
             raise ValueError(f'parameter image_topics has duplicates: {self.image_topics}')
-        for name in ('map_frame', 'camera_frame', 'output_dir'):
+        for name in ('map_frame', 'camera_frame', 'output_dir', 'odom_frame', 'odometry_topic',
+                     'depth_topic'):
             if not getattr(self, name).strip():
                 raise ValueError(f'parameter {name} must not be empty')
         if self.map_frame == self.camera_frame:
             raise ValueError('map_frame and camera_frame must differ')
+        if self.odom_frame == self.camera_frame:
+            raise ValueError('odom_frame and camera_frame must differ')
+        if self.depth_min >= self.depth_max:
+            raise ValueError(f'depth_min {self.depth_min} must be below depth_max '
+                             f'{self.depth_max}')
+        self.base_to_camera_matrix()
         validate_map_filename(self.map_filename)
         # The core configs validate their own fields; build them now so errors surface here.
         self.engine_config()
@@ -183,6 +248,34 @@ class NodeConfig:
                                 attn_thresh=self.attn_thresh, sim_thresh=self.sim_thresh)
         except ValueError as exc:
             raise ValueError(f'invalid memory parameter: {exc}') from None
+
+    def metric_settings(self) -> MetricSettings:
+        """Return the :class:`MetricSettings` these parameters describe."""
+        return MetricSettings(
+            source=self.metric_source, map_frame=self.map_frame, odom_frame=self.odom_frame,
+            thresholds=AlignmentThresholds(
+                min_frames=self.alignment_min_frames, min_baseline=self.alignment_min_baseline,
+                min_rotation_deg=self.alignment_min_rotation,
+                max_residual=self.alignment_max_residual, window=self.alignment_window),
+            depth_min=self.depth_min, depth_max=self.depth_max,
+            depth_window=self.depth_scale_window)
+
+    def base_to_camera_matrix(self) -> np.ndarray:
+        """Return ``base_to_camera`` as the ``[4, 4]`` pose of the camera in the base frame.
+
+        :raises ValueError: unless it is 7 finite numbers with a non-zero quaternion.
+        """
+        values = np.asarray(self.base_to_camera, dtype=np.float64)
+        if values.shape != (7,) or not np.isfinite(values).all():
+            raise ValueError(f'parameter base_to_camera must be 7 finite numbers x, y, z, qx, '
+                             f'qy, qz, qw, got {self.base_to_camera}')
+        q = values[3:]
+        if np.linalg.norm(q) < 1e-6:
+            raise ValueError('parameter base_to_camera has a zero quaternion')
+        T = np.eye(4)
+        T[:3, :3] = Rotation.from_quat(q / np.linalg.norm(q)).as_matrix()
+        T[:3, 3] = values[:3]
+        return T
 
     def output_path(self) -> Path:
         """Return the absolute, user-expanded output directory."""
@@ -235,7 +328,8 @@ def _type_name(value: Any) -> str:
     if isinstance(value, str):
         return 'str'
     if isinstance(value, list):
-        return 'list[str]'
+        return 'list[float]' if value and all(isinstance(v, float) for v in value) \
+            else 'list[str]'
     raise TypeError(f'unsupported parameter type {type(value).__name__}')
 
 
@@ -247,6 +341,8 @@ def _check_type(name: str, value: Any, type_name: str) -> None:
         'str': lambda v: isinstance(v, str),
         'list[str]': lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str)
                                                                     for x in v),
+        'list[float]': lambda v: isinstance(v, (list, tuple)) and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v),
     }[type_name](value)
     if not ok:
         raise ValueError(f'parameter {name} must be {type_name}, got {type(value).__name__} '

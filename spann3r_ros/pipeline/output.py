@@ -11,6 +11,8 @@ from typing import Optional
 
 import numpy as np
 
+from spann3r_model.data.crop import CropBox
+from spann3r_model.geometry.align import Sim3
 from spann3r_model.results import MemoryStats
 from spann3r_ros.pipeline.frame_queue import Frame
 
@@ -36,6 +38,12 @@ class Output:
         the frame before the one whose step produced it), for its latency.
     :param K: ``[3, 3]`` intrinsics of the model crop, when known.
     :param intrinsics: where they come from, ``'camera_info'`` or ``'estimated'``.
+    :param crop: the model crop of the input image, when known.
+    :param frame_id: the frame ``points_map``, ``T_map_cam`` and the map are in: ``map_frame``,
+        or ``odom_frame`` once aligned to odometry.
+    :param metric_held: True when metric outputs are withheld because the alignment is not yet
+        known (then ``points_map``, ``T_map_cam`` and ``depth`` are in the reconstruction's frame
+        and must not be published).
     """
 
     frame: Frame
@@ -54,6 +62,9 @@ class Output:
     received: float = 0.0
     K: Optional[np.ndarray] = None
     intrinsics: Optional[str] = None
+    crop: Optional[CropBox] = None
+    frame_id: str = ''
+    metric_held: bool = False
 
 
 @dataclass
@@ -81,3 +92,23 @@ def finite_points(points: np.ndarray) -> np.ndarray:
     ``[H, W, 3]`` bool array over its short last axis.
     """
     return np.isfinite(points[..., 0]) & np.isfinite(points[..., 1]) & np.isfinite(points[..., 2])
+
+
+def express_output(output: Output, to_frame: Optional[Sim3], frame_id: str) -> None:
+    """Re-express an output's geometry in the output frame, in place.
+
+    :param to_frame: the reconstruction-to-output Sim(3); None while it is unknown (the output
+        is then marked :attr:`Output.metric_held`).
+    :param frame_id: the output frame's name.
+    """
+    output.frame_id = frame_id
+    if to_frame is None:
+        output.metric_held = True
+        return
+    if to_frame.is_identity():
+        return
+    output.points_map = to_frame.apply_points(output.points_map)
+    if output.T_map_cam is not None:
+        output.T_map_cam = to_frame.apply_pose(output.T_map_cam)
+    if output.depth is not None:
+        output.depth = (output.depth * np.float32(to_frame.scale)).astype(np.float32)

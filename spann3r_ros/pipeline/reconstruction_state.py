@@ -23,7 +23,11 @@ from spann3r_model.mapping.segments import correspondences, fit_segment
 from spann3r_model.results import FrameResult
 from spann3r_ros.pipeline.config import NodeConfig
 from spann3r_ros.pipeline.frame_queue import Frame
+from spann3r_ros.pipeline.metric_frame import MetricAlignment, MetricSettings
 from spann3r_ros.pipeline.output import ResultGeometry
+
+#: Fused frames kept before the first metric alignment (about 1 MB each at 224 x 224).
+PREALIGNED_FRAMES = 200
 
 
 def step_session(session: Any, frame: Frame) -> Any:
@@ -39,11 +43,21 @@ class ReconstructionState:
     :param config: node settings (min_confidence and segment settings are read live).
     :param logger: where warnings go.
     :param fusion_times: where the seconds of each fusion into the map are appended.
+    :param metric: where outputs are expressed; None for the reconstruction's own frame.
     """
 
     def __init__(self, session: Any, voxel_map: Any, config: NodeConfig, logger: logging.Logger,
-                 fusion_times: deque[float]) -> None:
+                 fusion_times: deque[float], metric: Optional[MetricAlignment] = None) -> None:
         self.session = session
+        #: Where the outputs are expressed (metres and the robot's frames, or as they are).
+        self.metric = metric or MetricAlignment(MetricSettings(map_frame=config.map_frame))
+        # Until the first metric alignment the voxel edge in reconstruction units is unknown:
+        # fused frames wait here (compacted, at most PREALIGNED_FRAMES) and are fused then.
+        self._prealigned: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque(
+            maxlen=PREALIGNED_FRAMES)
+        self._voxels_metric = not self.metric.active
+        #: Frames dropped from the map because more than PREALIGNED_FRAMES waited.
+        self.prealigned_dropped = 0
         self.voxel_map = voxel_map
         self.config = config
         self.log = logger
@@ -89,6 +103,9 @@ class ReconstructionState:
             self.session.reset()
             self._unmapped = None
             self.voxel_map.clear()
+            self.voxel_map.voxel_size = self.config.map_voxel_size
+            self._prealigned.clear()
+            self._voxels_metric = not self.metric.active
             self.map_version += 1
             self.trajectory.clear()
             self.trajectory_resets += 1
@@ -113,11 +130,24 @@ class ReconstructionState:
     def _integrate(self, refined: FrameResult, geometry: ResultGeometry) -> None:
         # Gathering by index is several times faster than boolean indexing of [H, W, 3].
         keep = np.flatnonzero(geometry.mask)
-        if len(keep):
-            self.voxel_map.integrate(np.take(geometry.points_map.reshape(-1, 3), keep, axis=0),
-                                     np.take(np.asarray(refined.rgb).reshape(-1, 3), keep,
-                                             axis=0),
-                                     np.take(geometry.conf.reshape(-1), keep))
+        if not len(keep):
+            return
+        points = (np.take(geometry.points_map.reshape(-1, 3), keep, axis=0),
+                  np.take(np.asarray(refined.rgb).reshape(-1, 3), keep, axis=0),
+                  np.take(geometry.conf.reshape(-1), keep))
+        if not self._voxels_metric:
+            to_frame = self.metric.transform()
+            if to_frame is None:
+                if len(self._prealigned) == self._prealigned.maxlen:
+                    self.prealigned_dropped += 1
+                self._prealigned.append(points)
+                return
+            # The map stays in reconstruction units; its voxel edge is map_voxel_size metres.
+            self.voxel_map.voxel_size = self.config.map_voxel_size / to_frame.scale
+            self._voxels_metric = True
+            while self._prealigned:
+                self.voxel_map.integrate(*self._prealigned.popleft())
+        self.voxel_map.integrate(*points)
 
     def map_arrays(self, flush: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return a consistent copy of the map ``(xyz [M, 3], rgb [M, 3], conf [M])``.
@@ -132,9 +162,29 @@ class ReconstructionState:
             return np.array(xyz, np.float32), np.array(rgb, np.uint8), np.array(conf, np.float32)
 
     def trajectory_copy(self) -> list[tuple[float, np.ndarray]]:
-        """Return the published trajectory as ``[(stamp, T_map_cam [4, 4])]``."""
+        """Return the trajectory in the reconstruction's frame, ``[(stamp, T [4, 4])]``."""
         with self.lock:
             return [(s, T.copy()) for s, T in self.trajectory]
+
+    def output_map(self, flush: bool = True
+                   ) -> Optional[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+        """Return the map in the output frame, ``(frame_id, xyz, rgb, conf)``.
+
+        :return: None while a metric alignment is not yet known.
+        """
+        to_frame = self.metric.transform()
+        if to_frame is None:
+            return None
+        xyz, rgb, conf = self.map_arrays(flush)
+        return self.metric.frame_id, to_frame.apply_points(xyz), rgb, conf
+
+    def output_trajectory(self) -> Optional[tuple[str, list[tuple[float, np.ndarray]]]]:
+        """Return ``(frame_id, [(stamp, T_frame_cam)])`` in the output frame, or None."""
+        to_frame = self.metric.transform()
+        if to_frame is None:
+            return None
+        return self.metric.frame_id, [(s, to_frame.apply_pose(T))
+                                      for s, T in self.trajectory_copy()]
 
     # -- saved sessions ---------------------------------------------------------------------
     def _state_copy(self) -> dict[str, Any]:
@@ -153,7 +203,8 @@ class ReconstructionState:
                 'trajectory': self.trajectory_copy(),
                 'extra': {'segment': self.segment,
                           'segment_to_world': self.segment_to_world.to_list(),
-                          'step_count': self._step_count},
+                          'step_count': self._step_count,
+                          'metric': self.metric.state_dict()},
             }
 
     def restore(self, state: dict[str, Any], prev_frame: Optional[Frame] = None) -> None:
@@ -167,13 +218,17 @@ class ReconstructionState:
         :param prev_frame: the input frame of the last saved frame (its refined result arrives
             with the first new frame and is published then), when the state has one.
         """
+        extra = state.get('extra', {})
         with self.model_lock, self.lock:
+            # First: a session of another metric_source is refused before anything changes.
+            self.metric.load_state_dict(extra.get('metric', {'source': 'none'}))
             self.session.load_state(state['session_tensors'], state['session_meta'])
             self.voxel_map.load_state_dict(state['map_state'])
             self.trajectory[:] = state['trajectory']
             self.trajectory_resets += 1
             self.map_version += 1
-            extra = state.get('extra', {})
+            self._voxels_metric = not self.metric.active or \
+                self.metric.transform() is not None
             self.segment = int(extra.get('segment', 0))
             self.segment_to_world = Sim3.from_list(extra.get('segment_to_world',
                                                              Sim3().to_list()))

@@ -49,7 +49,8 @@ from spann3r_model.pose_estimation import attach_pnp_pose
 from spann3r_model.results import FrameResult, MemoryStats
 from spann3r_ros.pipeline.config import NodeConfig
 from spann3r_ros.pipeline.frame_queue import Frame, LatestFrameQueue
-from spann3r_ros.pipeline.output import finite_points, Output, ResultGeometry
+from spann3r_ros.pipeline.metric_frame import MetricAlignment
+from spann3r_ros.pipeline.output import express_output, finite_points, Output, ResultGeometry
 from spann3r_ros.pipeline.reconstruction_state import ReconstructionState, step_session
 from spann3r_ros.pipeline.step_queue import Step, StepQueue
 
@@ -61,7 +62,7 @@ RESULT_QUEUE_SIZE = 2
 #: CPU takes up to a few seconds; a step in progress is never interrupted).
 STOP_TIMEOUT = 30.0
 #: Names of the per-stage timings in :attr:`ReconstructionWorker.stage_times`.
-STAGES = ('model', 'pose', 'geometry', 'publish', 'fusion')
+STAGES = ('model', 'pose', 'geometry', 'alignment', 'publish', 'fusion')
 
 
 class ReconstructionWorker(ReconstructionState):
@@ -74,14 +75,18 @@ class ReconstructionWorker(ReconstructionState):
     :param publish: called from the output thread with every :class:`Output`, in frame order.
     :param logger: where warnings go.
     :param pipelined: run the model and the output stage on two threads (see the module).
+    :param metric: the alignment of the outputs to metres and the robot's frames; None for
+        ``metric_source`` none.
     """
 
     def __init__(self, session: Any, voxel_map: Any, config: NodeConfig,
                  publish: Callable[[Output], None],
-                 logger: Optional[logging.Logger] = None, *, pipelined: bool = True) -> None:
+                 logger: Optional[logging.Logger] = None, *, pipelined: bool = True,
+                 metric: Optional[MetricAlignment] = None) -> None:
         #: Seconds per frame of each stage in :data:`STAGES`, the newest 200.
         self.stage_times: dict[str, deque[float]] = {name: deque(maxlen=200) for name in STAGES}
-        super().__init__(session, voxel_map, config, logger or _LOG, self.stage_times['fusion'])
+        super().__init__(session, voxel_map, config, logger or _LOG, self.stage_times['fusion'],
+                         metric)
         self.publish = publish
         self.pipelined = pipelined
         # The session computes the focal; the PnP pose runs after the model (see _finish).
@@ -210,6 +215,7 @@ class ReconstructionWorker(ReconstructionState):
             self.queue.clear()
             self._steps.clear()
             self._clear_state()
+            self.metric.reset()
             self.last_memory = MemoryStats()
 
     def snapshot(self, drain_timeout: float = 10.0) -> dict[str, Any]:
@@ -317,16 +323,22 @@ class ReconstructionWorker(ReconstructionState):
         if step.shown is not None and step.shown_frame is not None:
             output = self._make_output(step, refined_geometry if step.shown is step.refined
                                        else None)
-        times['geometry'].append(time.perf_counter() - t1)
+        t_align = time.perf_counter()
+        times['geometry'].append(t_align - t1)
         if output is None:
             self.flush_map()
             return
+        if step.generation != self._generation:
+            return
+        T_recon_cam = output.T_map_cam
+        self._align(output)
+        t2 = time.perf_counter()
+        times['alignment'].append(t2 - t_align)
         with self.lock:
             if step.generation != self._generation:
                 return
-            if output.T_map_cam is not None:
-                self.trajectory.append((output.frame.stamp, output.T_map_cam))
-        t2 = time.perf_counter()
+            if T_recon_cam is not None:
+                self.trajectory.append((output.frame.stamp, T_recon_cam))
         with self._publish_gate:
             if self._stop.is_set():
                 return
@@ -335,6 +347,19 @@ class ReconstructionWorker(ReconstructionState):
         self.published += 1
         self.latencies.append(time.monotonic() - output.received)
         self.flush_map()
+
+    def _align(self, output: Output) -> None:
+        """Update the metric alignment with one output and express the output in its frame."""
+        metric = self.metric
+        if metric.active:
+            frame = output.frame
+            header = frame.header
+            camera_frame = getattr(header, 'frame_id', '') if header is not None else ''
+            rgb = frame.rgb
+            colour_wh = (rgb.shape[1], rgb.shape[0]) if rgb is not None else (0, 0)
+            metric.observe(frame.stamp, camera_frame, output.T_map_cam, output.depth,
+                           output.mask, output.crop, colour_wh)
+        express_output(output, metric.transform(), metric.frame_id)
 
     def _geometry(self, result: FrameResult, segment_to_world: Sim3) -> ResultGeometry:
         points_world = segment_to_world.apply_points(result.pts3d)
@@ -363,4 +388,5 @@ class ReconstructionWorker(ReconstructionState):
                       mask=geometry.mask, T_map_cam=T_map_cam, depth=depth,
                       focal=result.focal, provisional=result.provisional,
                       segment=step.segment, memory=step.memory, model_time=step.model_time,
-                      received=frame.received, K=result.K, intrinsics=result.intrinsics)
+                      received=frame.received, K=result.K, intrinsics=result.intrinsics,
+                      crop=result.crop)

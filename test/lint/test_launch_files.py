@@ -14,7 +14,7 @@ LAUNCH_FILES = sorted((ROOT / 'launch').glob('*.launch.py'))
 SPECS = {s.name: s for s in param_specs()}
 RCLPY_PARAMETERS = {'use_sim_time'}  # declared by every rclpy node
 PY_TYPES = {'bool': (bool,), 'int': (int,), 'float': (float, int), 'str': (str,),
-            'list[str]': (list,)}
+            'list[str]': (list,), 'list[float]': (list,)}
 
 
 def test_there_are_launch_files():
