@@ -66,7 +66,7 @@ class NodeStats:
 
 def _ms(values: Any, q: float) -> str:
     arr = np.asarray(list(values), dtype=np.float64)
-    return f'{1000.0 * np.percentile(arr, q):.1f}' if arr.size else 'n/a'
+    return f'{1000.0 * np.percentile(arr, q):.3f}' if arr.size else 'n/a'
 
 
 def diagnostics_msg(stamp: Any, *, node_name: str, device: str, stats: NodeStats,

@@ -131,8 +131,10 @@ class ImageInput(Node):
             self._reject(exc.reason, str(exc))
             return
         K = self._intrinsics_for(camera, rgb.shape[1], rgb.shape[0])
+        # The depth image of this stamp, if it came first (else the output stage looks again).
+        depth = self._depth_buffer.at(stamp) if camera == 0 and self._depth_buffer else None
         self.worker.queue.put(Frame(camera=camera, stamp=stamp, rgb=rgb, header=msg.header,
-                                    received=received, K=K))
+                                    received=received, K=K, depth=depth))
 
     def _reject(self, reason: str, detail: str) -> None:
         if self.stats.reject(reason):

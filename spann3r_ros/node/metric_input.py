@@ -82,7 +82,9 @@ class MetricInput(Node):
             odometry = self._make_odometry(cfg)
         if settings.uses_depth:
             self._make_depth(cfg)
-        return MetricAlignment(settings, odometry, self._depth_buffer, self.get_logger())
+        return MetricAlignment(settings, odometry, self._depth_buffer, self.get_logger(),
+                               odometry_cameras='all' if cfg.odometry_source == 'tf'
+                               else 'first')
 
     def _make_odometry(self, cfg: NodeConfig) -> Any:
         group = MutuallyExclusiveCallbackGroup()
@@ -117,6 +119,9 @@ class MetricInput(Node):
             topic, msg_type = cfg.depth_topic.rstrip('/') + '/compressedDepth', CompressedImage
         else:
             topic, msg_type = cfg.depth_topic, Image
+        if self.resolve_topic_name(topic) == self.resolve_topic_name('depth'):
+            raise ValueError(f'depth_topic {cfg.depth_topic!r} resolves to the depth output of '
+                             "this node; remap it to the camera's aligned depth topic")
         self.create_subscription(msg_type, topic, self._contained('depth', self._on_depth),
                                  qos_profile_sensor_data, callback_group=group)
         info = camera_info_topic(self.resolve_topic_name(cfg.depth_topic))

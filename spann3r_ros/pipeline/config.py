@@ -171,8 +171,9 @@ class NodeConfig:
                                            '(m) are not used.', range=(1e-4, 100.0))
     alignment_window: int = _param(300, 'Newest frames the odometry fit uses.',
                                    range=(2, 100000))
-    depth_topic: str = _param('depth', 'Aligned depth image (16UC1 mm or 32FC1 m) registered '
-                              'to the first camera; its camera_info beside it.')
+    depth_topic: str = _param('aligned_depth/image_raw', 'Aligned depth image (16UC1 mm or '
+                              '32FC1 m) registered to the first camera; its camera_info '
+                              'beside it.')
     depth_transport: str = _param('raw', 'raw subscribes to depth_topic (Image), '
                                   'compressedDepth to <depth_topic>/compressedDepth.',
                                   choices=DEPTH_TRANSPORTS)

@@ -23,6 +23,8 @@ class Frame:
     :param header: the original message header (returned with the outputs).
     :param received: monotonic time the callback received it, for latency statistics.
     :param K: ``[3, 3]`` intrinsics of ``rgb`` from the camera's camera_info, when known.
+    :param depth: ``[h, w]`` float32 metres of an aligned depth image of the same stamp, when
+        one had arrived (the metric depth source).
     """
 
     camera: int
@@ -31,6 +33,7 @@ class Frame:
     header: Any = None
     received: float = 0.0
     K: Any = None
+    depth: Any = None
 
 
 class LatestFrameQueue:

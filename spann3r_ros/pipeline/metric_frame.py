@@ -103,11 +103,17 @@ class MetricAlignment:
     :param odometry: looks up ``T_odom_cam`` at a stamp (needed by ``odometry`` and ``both``).
     :param depth: the depth images (needed by ``depth`` and ``both``).
     :param logger: where state changes are logged.
+    :param odometry_cameras: ``'all'`` when the odometry gives every camera's pose (TF, by the
+        image frame_id), ``'first'`` when it gives only the first camera's (a topic composed
+        with ``base_to_camera``). Depth is registered to the first camera.
     """
 
     def __init__(self, settings: MetricSettings, odometry: Optional[OdometryLookup] = None,
                  depth: Optional[DepthBuffer] = None,
-                 logger: Optional[logging.Logger] = None) -> None:
+                 logger: Optional[logging.Logger] = None, odometry_cameras: str = 'all') -> None:
+        if odometry_cameras not in ('all', 'first'):
+            raise ValueError(f'odometry_cameras must be all or first, got {odometry_cameras!r}')
+        self._odometry_all = odometry_cameras == 'all'
         if settings.uses_odometry and odometry is None:
             raise ValueError(f'metric_source {settings.source!r} needs an odometry source')
         if settings.uses_depth and depth is None:
@@ -161,7 +167,8 @@ class MetricAlignment:
     # -- observing one output -----------------------------------------------------------------
     def observe(self, stamp: float, camera_frame_id: str, T_map_cam: Optional[np.ndarray],
                 depth: Optional[np.ndarray], mask: np.ndarray, crop: Any,
-                colour_wh: tuple[int, int]) -> None:
+                colour_wh: tuple[int, int], camera: int = 0,
+                sensor_depth: Optional[np.ndarray] = None) -> None:
         """Update the alignment with one published frame.
 
         :param stamp: the frame's stamp, seconds.
@@ -171,6 +178,9 @@ class MetricAlignment:
         :param mask: ``[S, S]`` bool, pixels trusted (finite, confident).
         :param crop: the model crop of its colour image.
         :param colour_wh: ``(W, H)`` of its colour image.
+        :param camera: the camera's index (depth and odometry topics serve camera 0).
+        :param sensor_depth: ``[h, w]`` metres of the depth image paired with it on arrival;
+            None to look it up in the depth buffer by stamp.
         """
         if not self.active:
             return
@@ -178,20 +188,24 @@ class MetricAlignment:
             self._fault('no_pose')
             return
         with self._lock:
-            scale = self._observe_depth(stamp, depth, mask, crop, colour_wh) \
-                if self.settings.uses_depth else None
+            scale = self.depth_scale.scale
+            if self.settings.uses_depth and camera == 0:
+                scale = self._observe_depth(stamp, depth, mask, crop, colour_wh, sensor_depth)
             if self.settings.uses_depth and scale is None:
                 return
             if self.settings.uses_odometry:
-                self._observe_odometry(stamp, camera_frame_id, T_map_cam, scale)
+                if camera == 0 or self._odometry_all:
+                    self._observe_odometry(stamp, camera_frame_id, T_map_cam, scale)
             else:
                 self._publish(Sim3(scale=scale), 'aligned',
                               f'scale {scale:.4f} m/unit from {len(self.depth_scale)} frames')
 
     def _observe_depth(self, stamp: float, depth: Optional[np.ndarray], mask: np.ndarray,
-                       crop: Any, colour_wh: tuple[int, int]) -> Optional[float]:
+                       crop: Any, colour_wh: tuple[int, int],
+                       sensor: Optional[np.ndarray]) -> Optional[float]:
         s = self.settings
-        sensor = self.depth.at(stamp)
+        if sensor is None:
+            sensor = self.depth.at(stamp)
         if sensor is None or depth is None:
             self._fault('depth_missing')
             return self.depth_scale.scale

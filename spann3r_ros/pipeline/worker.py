@@ -358,7 +358,8 @@ class ReconstructionWorker(ReconstructionState):
             rgb = frame.rgb
             colour_wh = (rgb.shape[1], rgb.shape[0]) if rgb is not None else (0, 0)
             metric.observe(frame.stamp, camera_frame, output.T_map_cam, output.depth,
-                           output.mask, output.crop, colour_wh)
+                           output.mask, output.crop, colour_wh, camera=frame.camera,
+                           sensor_depth=frame.depth)
         express_output(output, metric.transform(), metric.frame_id)
 
     def _geometry(self, result: FrameResult, segment_to_world: Sim3) -> ResultGeometry:
