@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build (once) the project's virtual environment under ~/.cache, keyed by a hash of the
 # requirement files, and link it to .venv. Where a ROS 2 install is sourced (ROS_DISTRO set),
-# the venv sees its rclpy and messages instead of the PyPI wheels.
+# the venv sees its rclpy and messages instead of the PyPI wheels. tools/build_interfaces.sh then
+# builds the interfaces the PyPI wheels lack (interfaces/: tf2_msgs) into the venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,7 @@ if [ ! -f "$venv/.complete" ]; then
   "$venv/bin/python" -m pip install -q "${pip_args[@]}" -c requirements/torch.txt
   touch "$venv/.complete"
 fi
+tools/build_interfaces.sh "$venv"
 
 if [ "$(readlink .venv 2>/dev/null)" != "$venv" ]; then
   rm -rf .venv
