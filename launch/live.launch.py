@@ -43,6 +43,8 @@ FASTDDS_2_DISTROS = ('humble', 'iron', 'jazzy')
 #: How the ROS 2 wheels on PyPI are named: ros-<distro>-<package>.
 WHEEL_NAME = re.compile(r'ros-([a-z]+)-(?:rclpy|rmw-fastrtps-cpp)$')
 PROFILE_VARIABLES = ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE')
+#: metric_source values whose outputs are in the odometry frame (RViz's fixed frame then).
+ODOMETRY_SOURCES = ('odometry', 'both')
 
 
 def _text(name: str) -> ParameterValue:
@@ -62,8 +64,15 @@ def _rviz(context, share: str) -> list:
     if not (os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY')):
         return [LogInfo(msg='RViz not started: no display (DISPLAY and WAYLAND_DISPLAY are '
                             'unset); the node runs without it.')]
+    arguments = ['-d', os.path.join(share, 'config', 'spann3r.rviz')]
+    fixed = LaunchConfiguration('fixed_frame').perform(context).strip()
+    if not fixed and LaunchConfiguration('metric_source').perform(context).strip() in \
+            ODOMETRY_SOURCES:
+        fixed = LaunchConfiguration('odom_frame').perform(context).strip()
+    if fixed:
+        arguments += ['-f', fixed]
     return [Node(package='rviz2', executable='rviz2', name='rviz2', output='screen',
-                 arguments=['-d', os.path.join(share, 'config', 'spann3r.rviz')])]
+                 arguments=arguments)]
 
 
 def _large_images(context, share: str) -> list:
@@ -152,10 +161,26 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('large_images', default_value='true',
                               description='Fast DDS profile with a shared-memory segment for '
                                           'full-resolution raw images (the node only).'),
+        DeclareLaunchArgument('metric_source', default_value='none',
+                              description='none, odometry (outputs in odom_frame, metres), '
+                                          'depth (metres from the depth topic) or both.'),
+        DeclareLaunchArgument('odometry_source', default_value='tf',
+                              description='tf, odometry_topic or pose_topic.'),
+        DeclareLaunchArgument('odom_frame', default_value='odom',
+                              description='Odometry frame of the robot (REP 105).'),
+        DeclareLaunchArgument('odometry_topic', default_value='/odom',
+                              description='nav_msgs/Odometry or PoseStamped topic '
+                                          '(odometry_source odometry_topic / pose_topic).'),
+        DeclareLaunchArgument('depth', default_value='/camera/aligned_depth_to_color/image_raw',
+                              description='Aligned depth topic (metric_source depth / both).'),
+        DeclareLaunchArgument('fixed_frame', default_value='',
+                              description="RViz's fixed frame; empty: odom_frame with "
+                                          "odometry, else the config file's."),
     ]
     transport = PythonExpression(["'compressed' if '", LaunchConfiguration('compressed'),
                                   "'.strip().lower() in ", repr(TRUE_WORDS), " else 'raw'"])
     image = LaunchConfiguration('image')
+    depth = LaunchConfiguration('depth')
     node = Node(
         package='spann3r_ros', executable='spann3r_node', name=NODE_NAME,
         namespace=LaunchConfiguration('namespace'), output='screen',
@@ -165,8 +190,14 @@ def generate_launch_description() -> LaunchDescription:
             'device': _text('device'),
             'use_sim_time': ParameterValue(LaunchConfiguration('use_sim_time'),
                                            value_type=bool),
+            'metric_source': _text('metric_source'),
+            'odometry_source': _text('odometry_source'),
+            'odom_frame': _text('odom_frame'),
         }],
-        remappings=[('image', image), ('image/compressed', [image, '/compressed'])],
+        remappings=[('image', image), ('image/compressed', [image, '/compressed']),
+                    ('odom', LaunchConfiguration('odometry_topic')),
+                    ('aligned_depth/image_raw', depth),
+                    ('aligned_depth/image_raw/compressedDepth', [depth, '/compressedDepth'])],
     )
     # Scoped: the profile reaches the node's process only, not RViz or an including launch.
     scoped_node = GroupAction([OpaqueFunction(function=_large_images, kwargs={'share': share}),

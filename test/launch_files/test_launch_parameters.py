@@ -90,6 +90,48 @@ def test_live_launch_gives_the_node_parameters_of_its_declared_types(ros, tmp_pa
     assert node.parameters['use_sim_time'] is (arguments.get('use_sim_time') == 'true')
 
 
+def test_metric_arguments_reach_the_node_and_remap_its_odometry_and_depth(ros, tmp_path):
+    from rclpy.node import Node
+
+    from spann3r_ros.node.params import declare_node_config
+    arguments = {'checkpoint': CHECKPOINT, 'metric_source': 'both',
+                 'odometry_source': 'odometry_topic', 'odom_frame': 'odom_ekf',
+                 'odometry_topic': '/wheel/odometry', 'depth': '/rgbd/depth/image_rect'}
+    run_node = lm.run_launch(LIVE, arguments, SHARES).node('spann3r_node')
+    node = Node('launch_check', cli_args=run_node.ros_args(tmp_path / 'launch_params.yaml'))
+    try:
+        cfg = declare_node_config(node)
+        resolved = {name: node.resolve_topic_name(name) for name in
+                    (cfg.odometry_topic, cfg.depth_topic, cfg.depth_topic + '/compressedDepth')}
+    finally:
+        node.destroy_node()
+    assert (cfg.metric_source, cfg.odometry_source, cfg.odom_frame) == (
+        'both', 'odometry_topic', 'odom_ekf')
+    assert resolved == {'odom': '/wheel/odometry',
+                        'aligned_depth/image_raw': '/rgbd/depth/image_rect',
+                        'aligned_depth/image_raw/compressedDepth':
+                            '/rgbd/depth/image_rect/compressedDepth'}
+    default = lm.run_launch(LIVE, {'checkpoint': CHECKPOINT}, SHARES).node('spann3r_node')
+    node = Node('launch_check', cli_args=default.ros_args(tmp_path / 'default_params.yaml'))
+    try:
+        assert declare_node_config(node).metric_source == 'none'
+        assert node.resolve_topic_name('odom') == '/odom'
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.parametrize('arguments, fixed', [
+    ({}, None), ({'metric_source': 'odometry'}, 'odom'),
+    ({'metric_source': 'both', 'odom_frame': 'odom_ekf'}, 'odom_ekf'),
+    ({'metric_source': 'depth'}, None), ({'fixed_frame': 'base_link'}, 'base_link')])
+def test_rviz_fixed_frame_follows_the_metric_source(monkeypatch, arguments, fixed):
+    shares = dict(SHARES, rviz2='/opt/ros/jazzy/share/rviz2')
+    monkeypatch.setenv('DISPLAY', ':0')
+    run = lm.run_launch(LIVE, {'checkpoint': CHECKPOINT, **arguments}, shares)
+    args = run.node('rviz2').arguments
+    assert (args[args.index('-f') + 1] if '-f' in args else None) == fixed
+
+
 def test_a_list_of_substitutions_reaches_the_node_as_a_string_and_is_refused(ros, tmp_path):
     """The checker sees the mistake the launch file once made (``[LaunchConfiguration]``)."""
     ctx = lm.Context({'image': '/cam/image_raw'})
