@@ -394,3 +394,39 @@ def test_diagnostics_of_the_default_node_say_no_metric_source(ros, checkpoint, t
         assert isinstance(live.msgs('/diagnostics')[-1], DiagnosticArray)
     finally:
         live.close()
+
+
+def test_a_saved_session_keeps_its_alignment_and_refuses_another_source(ros, checkpoint,
+                                                                         reference, tmp_path):
+    from std_srvs.srv import Trigger
+
+    poses, _ = reference
+    params = dict(metric_source='odometry', odometry_source='odometry_topic',
+                  base_to_camera=MOUNT, **METRIC)
+    live = Harness(make_node(checkpoint, tmp_path, **params))
+    try:
+        pubs = Publishers(live)
+        live.wait_for(lambda: pubs.odom.get_subscription_count() > 0, 10, 'odometry match')
+        stamps = [800.0 + 0.1 * i for i in range(FRAMES)]
+        for i, stamp in enumerate(stamps[:-1]):
+            pubs.odometry(stamp, _true_odom(poses[i]) @ np.linalg.inv(_matrix(MOUNT)))
+        live.wait_for(lambda: live.node._pose_buffer.added == FRAMES - 1, 10, 'odometry')
+        _feed(live, 800.0)
+        live.wait_for(lambda: live.node.worker.metric.state == 'aligned', 10, 'aligned')
+        response = live.call(Trigger, '/spann3r_node/save_session', Trigger.Request())
+        assert response.success, response.message
+        saved = response.message
+        scale = live.node.worker.metric.transform().scale
+    finally:
+        live.close()
+    resumed = Harness(make_node(checkpoint, tmp_path, resume_from=saved, **params))
+    try:
+        metric = resumed.node.worker.metric
+        assert metric.state == 'aligned' and metric.transform().scale == pytest.approx(scale)
+        # The resumed map is published in the odometry frame before any new frame.
+        resumed.wait_for(lambda: resumed.msgs('map'), 10, 'resumed map')
+        assert resumed.msgs('map')[-1].header.frame_id == 'odom'
+    finally:
+        resumed.close()
+    with pytest.raises(ValueError, match='metric_source'):
+        make_node(checkpoint, tmp_path, resume_from=saved, image_size=SIZE)
