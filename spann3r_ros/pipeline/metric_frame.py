@@ -185,7 +185,8 @@ class MetricAlignment:
         if not self.active:
             return
         if T_map_cam is None:
-            self._fault('no_pose')
+            with self._lock:
+                self._fault('no_pose')
             return
         with self._lock:
             scale = self.depth_scale.scale
@@ -242,8 +243,9 @@ class MetricAlignment:
                 detail += (f', baseline {tried.baseline_m:.3f} m of '
                            f'{self.settings.thresholds.min_baseline:.3f}, rotation '
                            f'{tried.rotation_deg:.1f} deg, residual {tried.residual_m:.3f} m')
-            self._set_state('waiting_for_baseline', f'waiting for {self.aligner.waiting_for}: '
-                            f'{detail}')
+            # A resumed alignment stays in use (and stated) until the new frames refine it.
+            state = 'aligned' if self._transform is not None else 'waiting_for_baseline'
+            self._set_state(state, f'waiting for {self.aligner.waiting_for}: {detail}')
             return
         self._publish(fit.sim3, 'aligned', f'scale {fit.sim3.scale:.4f} m/unit, residual '
                       f'{fit.residual_m:.3f} m, {fit.used} of {len(self.aligner)} frames')

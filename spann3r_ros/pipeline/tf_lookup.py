@@ -57,6 +57,8 @@ class LiveTf:
                 self._static[child] = np.asarray(T, dtype=np.float64)
                 self._moving.pop(child, None)
                 return True
+            # A frame is static or moving, whichever it was last published as (as in tf2).
+            self._static.pop(child, None)
             edge = self._moving.get(child)
             if edge is None:
                 edge = self._moving[child] = PoseBuffer(self.timeout, self.tolerance,
