@@ -169,6 +169,9 @@ class NodeConfig:
                                            'rotation).', range=(0.0, 180.0))
     alignment_max_residual: float = _param(0.1, 'Fits whose RMS centre residual exceeds this '
                                            '(m) are not used.', range=(1e-4, 100.0))
+    alignment_max_scale_error: float = _param(0.02, 'Fits whose scale is less certain than '
+                                              'this (relative standard error: residual over '
+                                              'baseline) are not used.', range=(1e-5, 10.0))
     alignment_window: int = _param(300, 'Newest frames the odometry fit uses.',
                                    range=(2, 100000))
     depth_topic: str = _param('aligned_depth/image_raw', 'Aligned depth image (16UC1 mm or '
@@ -257,7 +260,8 @@ class NodeConfig:
             thresholds=AlignmentThresholds(
                 min_frames=self.alignment_min_frames, min_baseline=self.alignment_min_baseline,
                 min_rotation_deg=self.alignment_min_rotation,
-                max_residual=self.alignment_max_residual, window=self.alignment_window),
+                max_residual=self.alignment_max_residual,
+                max_scale_error=self.alignment_max_scale_error, window=self.alignment_window),
             depth_min=self.depth_min, depth_max=self.depth_max,
             depth_window=self.depth_scale_window)
 

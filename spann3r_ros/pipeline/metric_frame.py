@@ -13,7 +13,10 @@ holds the similarity from that frame to the frame the outputs are published in, 
   outputs in ``map_frame`` (the first camera), metres.
 * ``both``: the depth scale, and the rotation and translation to ``odom_frame`` from odometry.
 
-The state it is in (:data:`STATES`) is reported in diagnostics and logged when it changes.
+The state it is in (:data:`STATES`) is reported in diagnostics and logged when it changes;
+``inconsistent`` means the trajectory would determine the fit but the odometry and the
+reconstruction disagree by more than ``alignment_max_residual`` (a poor model, wrong
+``base_to_camera``, or odometry of another camera).
 Until the first alignment nothing metric is published (points, depth, pose, path, TF, map):
 they would be in a frame they are not in. A lost odometry (no pose within ``timeout`` of a
 frame) keeps the last alignment, says so, and refines nothing until odometry returns.
@@ -44,7 +47,7 @@ from spann3r_ros.pipeline.pose_buffer import PoseLookup
 METRIC_SOURCES = ('none', 'odometry', 'depth', 'both')
 #: States of the alignment.
 STATES = ('off', 'waiting_for_odometry', 'waiting_for_depth', 'waiting_for_baseline',
-          'aligned', 'lost')
+          'inconsistent', 'aligned', 'lost')
 #: A new fit is published (the map and path re-expressed) when it moves the scale by this
 #: fraction, a point 1 m away by this many metres, or the rotation by this many degrees.
 REFIT_SCALE, REFIT_METRES, REFIT_DEG = 1e-3, 1e-3, 0.05
@@ -242,9 +245,13 @@ class MetricAlignment:
             if tried is not None:
                 detail += (f', baseline {tried.baseline_m:.3f} m of '
                            f'{self.settings.thresholds.min_baseline:.3f}, rotation '
-                           f'{tried.rotation_deg:.1f} deg, residual {tried.residual_m:.3f} m')
+                           f'{tried.rotation_deg:.1f} deg, residual {tried.residual_m:.3f} m, '
+                           f'scale uncertainty {100 * tried.scale_error:.1f}% of '
+                           f'{100 * self.settings.thresholds.max_scale_error:.1f}%')
             # A resumed alignment stays in use (and stated) until the new frames refine it.
-            state = 'aligned' if self._transform is not None else 'waiting_for_baseline'
+            state = 'aligned' if self._transform is not None else (
+                'inconsistent' if self.aligner.waiting_for == 'consistent motion'
+                else 'waiting_for_baseline')
             self._set_state(state, f'waiting for {self.aligner.waiting_for}: {detail}')
             return
         self._publish(fit.sim3, 'aligned', f'scale {fit.sim3.scale:.4f} m/unit, residual '
@@ -286,6 +293,7 @@ class MetricAlignment:
                     'metric_frames_used': str(fit.used if fit else 0),
                     'metric_frames_held': str(len(self.aligner)),
                     'metric_residual_m': f'{fit.residual_m:.4f}' if fit else 'n/a',
+                    'metric_scale_uncertainty': f'{fit.scale_error:.4f}' if fit else 'n/a',
                     'metric_baseline_m': f'{fit.baseline_m:.3f}' if fit else 'n/a',
                     'odometry_age_s': f'{self._odometry_age:.3f}'})
             if self.settings.uses_depth:

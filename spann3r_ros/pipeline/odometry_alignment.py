@@ -5,12 +5,15 @@ pose of the first camera. The robot's odometry gives the same cameras' poses ``T
 metres, with noise and drift. :func:`fit_odometry_sim3` finds ``S`` with
 ``T_odom_cam ~ S.apply_pose(T_map_cam)`` from such pairs:
 
-1. the rotation is the chordal mean of ``R_odom_cam @ R_map_cam^T`` over the pairs (every pair
-   determines it alone, so a straight drive is enough);
-2. scale and translation are the least-squares fit of the camera centres given that rotation (a
-   one-dimensional Umeyama step), which needs the centres to spread (baseline);
-3. pairs whose centre residual or rotation residual is far above the others are dropped and the
-   fit repeated (a few rounds), so a bad PnP pose or an odometry glitch does not move it.
+1. where the camera centres span a plane (a trajectory that turns or bends), one Umeyama fit of
+   the reconstruction's camera centres onto the odometry's gives scale, rotation and translation
+   (with a known scale, from depth, only rotation and translation);
+2. where they lie on a line (a straight drive), the rotation about that line is not determined
+   by the centres: it is the chordal mean of ``R_odom_cam @ R_map_cam^T`` over the pairs instead,
+   and scale and translation are the least-squares fit of the centres given that rotation;
+3. either way the centres must spread (baseline), and pairs whose centre residual or rotation
+   residual is far above the others are dropped and the fit repeated (a few rounds), so a bad
+   PnP pose or an odometry glitch does not move it.
 
 :class:`OdometryAligner` keeps the newest pairs, refits as frames arrive and decides when the
 trajectory determines the fit (enough pairs, baseline and rotation).
@@ -18,14 +21,16 @@ trajectory determines the fit (enough pairs, baseline and rotation).
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
-from spann3r_model.geometry.align import Sim3
+from spann3r_model.geometry.align import Sim3, umeyama
 
+#: The centres span a plane when their second principal spread is at least this fraction of the
+#: first; then they fix the rotation, otherwise the camera orientations do.
+PLANAR_RATIO = 0.1
 #: Rounds of outlier rejection after the first fit.
 ROBUST_ROUNDS = 3
 #: A pair is an outlier when its residual exceeds this many robust standard deviations.
@@ -42,6 +47,8 @@ class AlignmentFit:
     :param sim3: ``map -> odom``: ``T_odom_cam ~ sim3.apply_pose(T_map_cam)``.
     :param inliers: ``[N]`` bool, pairs kept by the robust fit.
     :param residual_m: RMS distance of the inlier camera centres after the fit, metres.
+    :param scale_error: the scale's relative standard error, estimated as ``residual_m`` over
+        ``baseline_m * sqrt(used)`` (infinite without baseline).
     :param rotation_residual_deg: RMS rotation residual of the inliers, degrees.
     :param baseline_m: RMS spread of the inlier odometry camera centres about their mean.
     :param rotation_deg: largest rotation of an inlier camera from the first inlier, degrees.
@@ -50,6 +57,7 @@ class AlignmentFit:
     sim3: Sim3
     inliers: np.ndarray
     residual_m: float
+    scale_error: float
     rotation_residual_deg: float
     baseline_m: float
     rotation_deg: float
@@ -67,15 +75,28 @@ def _project_rotation(M: np.ndarray) -> np.ndarray:
     return U @ D @ Vt
 
 
-def _angle_deg(R: np.ndarray) -> np.ndarray:
-    """Rotation angles in degrees of ``[N, 3, 3]`` matrices."""
-    cos = (np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+def _trace_angle_deg(trace: np.ndarray) -> np.ndarray:
+    """Rotation angles in degrees from the traces of rotation matrices."""
+    return np.degrees(np.arccos(np.clip((trace - 1.0) / 2.0, -1.0, 1.0)))
+
+
+def spans_plane(centres: np.ndarray) -> bool:
+    """Return True when ``[N, 3]`` points spread in two directions, not along a line only."""
+    if len(centres) < 3:
+        return False
+    spread = np.linalg.svd(centres - centres.mean(axis=0), compute_uv=False)
+    return bool(spread[0] > 0 and spread[1] >= PLANAR_RATIO * spread[0])
 
 
 def _fit(R_map: np.ndarray, c_map: np.ndarray, R_odom: np.ndarray, c_odom: np.ndarray,
          scale: Optional[float]) -> Sim3:
-    R = _project_rotation(np.einsum('nij,nkj->ik', R_odom, R_map))
+    if spans_plane(c_map) and spans_plane(c_odom):
+        if scale is None:
+            fitted, R, t = umeyama(c_map, c_odom)
+            return Sim3(scale=float(fitted), R=R, t=t)
+        _, R, t = umeyama(scale * c_map, c_odom, with_scale=False)
+        return Sim3(scale=float(scale), R=R, t=t)
+    R = _project_rotation(np.tensordot(R_odom, R_map, axes=([0, 2], [0, 2])))
     mu_map, mu_odom = c_map.mean(axis=0), c_odom.mean(axis=0)
     rotated = (c_map - mu_map) @ R.T
     if scale is None:
@@ -125,9 +146,13 @@ def fit_odometry_sim3(T_map_cam: np.ndarray, T_odom_cam: np.ndarray,
     centres = c_odom[keep]
     baseline = float(np.sqrt(((centres - centres.mean(axis=0)) ** 2).sum(axis=1).mean()))
     first = np.flatnonzero(keep)[0]
-    turned = _angle_deg(np.einsum('ij,nkj->nik', R_odom[first], R_odom[keep]))
-    return AlignmentFit(sim3=sim3, inliers=keep,
-                        residual_m=float(np.sqrt(np.mean(dist[keep] ** 2))),
+    turned = _trace_angle_deg((R_odom[keep] * R_odom[first]).sum(axis=(1, 2)))
+    residual = float(np.sqrt(np.mean(dist[keep] ** 2)))
+    used = int(keep.sum())
+    # The scale's relative standard error: centre noise over the spread it is measured across.
+    scale_error = residual / (baseline * np.sqrt(used)) if baseline > 0 else float('inf')
+    return AlignmentFit(sim3=sim3, inliers=keep, residual_m=residual,
+                        scale_error=float(scale_error),
                         rotation_residual_deg=float(np.sqrt(np.mean(angle[keep] ** 2))),
                         baseline_m=baseline, rotation_deg=float(turned.max()))
 
@@ -136,7 +161,7 @@ def _residuals(sim3: Sim3, R_map: np.ndarray, c_map: np.ndarray, R_odom: np.ndar
                c_odom: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     predicted = sim3.scale * c_map @ sim3.R.T + sim3.t
     dist = np.linalg.norm(predicted - c_odom, axis=1)
-    angle = _angle_deg(np.einsum('nij,nkj->nik', sim3.R @ R_map, R_odom))
+    angle = _trace_angle_deg((np.matmul(sim3.R, R_map) * R_odom).sum(axis=(1, 2)))
     return dist, angle
 
 
@@ -150,6 +175,8 @@ class AlignmentThresholds:
     :param min_rotation_deg: rotation of the camera needed, degrees (0: the rotation comes from
         the camera orientations, so a straight drive determines it).
     :param max_residual: RMS centre residual above which a fit is not used, metres.
+    :param max_scale_error: a fit whose scale's relative standard error is larger is not used
+        (more baseline is needed); not used when the scale is known.
     :param window: newest pairs kept for the fit.
     """
 
@@ -157,6 +184,7 @@ class AlignmentThresholds:
     min_baseline: float = 0.08
     min_rotation_deg: float = 0.0
     max_residual: float = 0.1
+    max_scale_error: float = 0.02
     window: int = 300
 
 
@@ -168,8 +196,10 @@ class OdometryAligner:
 
     def __init__(self, thresholds: AlignmentThresholds) -> None:
         self.thresholds = thresholds
-        self._map: deque[np.ndarray] = deque(maxlen=thresholds.window)
-        self._odom: deque[np.ndarray] = deque(maxlen=thresholds.window)
+        # Ring buffers of the newest pairs (their order does not matter to the fit).
+        self._map = np.zeros((thresholds.window, 4, 4))
+        self._odom = np.zeros((thresholds.window, 4, 4))
+        self._count = 0
         #: The newest accepted fit, or None.
         self.fit: Optional[AlignmentFit] = None
         #: The newest fit tried (accepted or not), for diagnostics.
@@ -179,12 +209,11 @@ class OdometryAligner:
 
     def __len__(self) -> int:
         """Pairs held."""
-        return len(self._map)
+        return min(self._count, self.thresholds.window)
 
     def clear(self) -> None:
         """Forget every pair and the fit (a new reconstruction)."""
-        self._map.clear()
-        self._odom.clear()
+        self._count = 0
         self.fit = self.last_try = None
         self.waiting_for = 'frames'
 
@@ -195,13 +224,15 @@ class OdometryAligner:
         :param scale: a known map-to-metres scale (from depth), or None to fit it.
         :return: the accepted fit, which may be an earlier one when the new fit is not accepted.
         """
-        self._map.append(np.asarray(T_map_cam, dtype=np.float64))
-        self._odom.append(np.asarray(T_odom_cam, dtype=np.float64))
         th = self.thresholds
-        if len(self._map) < max(2, th.min_frames):
+        slot = self._count % th.window
+        self._map[slot], self._odom[slot] = T_map_cam, T_odom_cam
+        self._count += 1
+        held = len(self)
+        if held < max(2, th.min_frames):
             self.waiting_for = 'frames'
             return self.fit
-        fit = fit_odometry_sim3(np.stack(self._map), np.stack(self._odom), scale)
+        fit = fit_odometry_sim3(self._map[:held], self._odom[:held], scale)
         self.last_try = fit
         if scale is None and fit.baseline_m < th.min_baseline:
             self.waiting_for = 'baseline'
@@ -211,6 +242,8 @@ class OdometryAligner:
             self.waiting_for = 'frames'
         elif not fit.sim3.scale > 0 or fit.residual_m > th.max_residual:
             self.waiting_for = 'consistent motion'
+        elif scale is None and fit.scale_error > th.max_scale_error:
+            self.waiting_for = 'baseline'
         else:
             self.waiting_for = ''
             self.fit = fit

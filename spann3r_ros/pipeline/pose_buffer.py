@@ -28,7 +28,7 @@ import threading
 from typing import Optional
 
 import numpy as np
-from scipy.spatial.transform import Rotation, Slerp
+from scipy.spatial.transform import Rotation
 
 #: Lookup states (see the module docstring).
 LOOKUP_STATES = ('ok', 'waiting', 'stale', 'gap')
@@ -55,8 +55,16 @@ def interpolate(t0: float, T0: np.ndarray, t1: float, T1: np.ndarray, t: float) 
     w = (t - t0) / (t1 - t0)
     out = np.eye(4)
     out[:3, 3] = (1.0 - w) * T0[:3, 3] + w * T1[:3, 3]
-    slerp = Slerp([0.0, 1.0], Rotation.from_matrix(np.stack([T0[:3, :3], T1[:3, :3]])))
-    out[:3, :3] = slerp([w]).as_matrix()[0]
+    q0, q1 = Rotation.from_matrix(np.stack([T0[:3, :3], T1[:3, :3]])).as_quat()
+    dot = float(q0 @ q1)
+    if dot < 0:  # the shorter way round
+        q1, dot = -q1, -dot
+    angle = np.arccos(min(dot, 1.0))
+    if angle < 1e-9:
+        q = q0
+    else:
+        q = (np.sin((1.0 - w) * angle) * q0 + np.sin(w * angle) * q1) / np.sin(angle)
+    out[:3, :3] = Rotation.from_quat(q).as_matrix()
     return out
 
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 BENCHMARKS = Path(__file__).parents[2] / 'benchmarks'
-TINY = ['--rooms', '1', '--pose-rooms', '3', '--frames', '12', '--width', '96', '--height', '72',
+TINY = ['--rooms', '1', '--pose-rooms', '3', '--frames', '30', '--width', '96', '--height', '72',
         '--size', '48', '--fps', '2', '--long-frames', '310']
 ODOMETRY_ROUTES = ('odometry_topic', 'odometry_tf', 'both')
 
@@ -47,9 +47,9 @@ def test_tiny_run_reports_every_figure(bench, tmp_path, capsys):
         summary = report['routes'][route]
         assert summary['not_aligned'] == 0
         assert _finite(summary['scale_error_worst'])
-        assert all(isinstance(a, int) and 1 <= a <= 12 for a in summary['aligned_after_frames'])
+        assert all(isinstance(a, int) and 1 <= a <= 30 for a in summary['aligned_after_frames'])
         cost = report['cost_ms'][route]
-        assert cost['frames'] == 12
+        assert cost['frames'] == 30
         for key in ('median_ms', 'p95_ms', 'cpu_median_ms', 'cpu_p95_ms'):
             assert _finite(cost[key]) and cost[key] > 0
     for route in ODOMETRY_ROUTES:

@@ -333,11 +333,14 @@ def test_a_degenerate_trajectory_waits_and_publishes_nothing_metric(ros, checkpo
         pubs = Publishers(live)
         live.wait_for(lambda: pubs.odom.get_subscription_count() > 0, 10, 'odometry match')
         stamps = [600.0 + 0.1 * i for i in range(FRAMES)]
+        T_cam_base = np.linalg.inv(_matrix(MOUNT))
         for i, stamp in enumerate(stamps):
-            T = np.eye(4)
+            # The camera turns about its own centre (or stands still): no baseline.
+            T_odom_cam = _matrix(MOUNT)
             if motion == 'pure_rotation':
-                T[:3, :3] = Rotation.from_rotvec([0.0, 0.0, 0.2 * i]).as_matrix()
-            pubs.odometry(stamp, T)
+                T_odom_cam[:3, :3] = Rotation.from_rotvec([0.0, 0.0, 0.2 * i]).as_matrix() @ \
+                    T_odom_cam[:3, :3]
+            pubs.odometry(stamp, T_odom_cam @ T_cam_base)
         live.wait_for(lambda: live.node._pose_buffer.added == FRAMES, 10, 'odometry')
         _feed(live, 600.0)
         live.wait_for(lambda: len(_outputs(live, 'confidence')) == FRAMES - 1, 10, 'outputs')
