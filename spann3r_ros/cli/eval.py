@@ -11,6 +11,10 @@ Every way is scored the same (:mod:`spann3r_model.evaluation.scoring`): the reco
 with the official protocol (:mod:`spann3r_model.evaluation.metrics`), poses with ATE after
 Sim(3) alignment, the run with
 FPS and latency percentiles.
+
+``--metric SOURCE`` instead plays a bag through the node's own online metric alignment
+(:mod:`spann3r_ros.cli.metric_run`) and scores its outputs in metres with no alignment of its
+own, beside the Sim(3)-aligned scores of the same run (:mod:`spann3r_ros.cli.metric_score`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from spann3r_model.evaluation.predictions import load_predictions
 from spann3r_model.evaluation.scoring import evaluate, run_session
 from spann3r_ros.bags.export import export_bag
 from spann3r_ros.bags.export_options import ExportOptions
+from spann3r_ros.bags.reader import BagReader
 from spann3r_ros.cli.common import (
     add_engine_options,
     add_frame_options,
@@ -36,6 +41,15 @@ from spann3r_ros.cli.common import (
     session_from_args,
 )
 from spann3r_ros.cli.live_eval import run_live
+from spann3r_ros.cli.metric_options import (
+    add_metric_options,
+    check_metric_options,
+    DEFAULT_GT_POSE_TOPIC,
+    node_config,
+)
+from spann3r_ros.cli.metric_run import open_session, run_metric
+from spann3r_ros.cli.metric_score import metric_markdown, score_metric_run
+from spann3r_ros.cli.metric_topics import metric_topics
 from spann3r_ros.cli.playback_score import report_markdown
 
 
@@ -61,7 +75,6 @@ def open_sequence(path: Path, workdir: Path, scene: Optional[str] = None) -> Sca
         raise ValueError(f'{path} holds {len(scenes)} scenes; choose one with --scene: '
                          f'{[s.name for s in scenes]}')
     return ScanNetScene(scenes[0])
-
 
 
 def write_outputs(out: Path, report: dict, clouds: dict, plot: dict) -> None:
@@ -109,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "transport), which measures quality and the node's own speed")
     p.add_argument('--timeout', type=float, default=60.0,
                    help='--live: seconds to wait for the node and for each answer')
+    add_metric_options(p)
     return p
 
 
@@ -119,6 +133,11 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     check_frame_options(args)
+    check_metric_options(args)
+    if args.metric is not None:
+        report = _run_metric(args)
+        print(metric_markdown(report))  # noqa: T201
+        return 0
     with tempfile.TemporaryDirectory(prefix='spann3r-eval-') as work:
         report = _run(args, Path(work))
     print(report_markdown(report))  # noqa: T201
@@ -145,6 +164,22 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
     report, clouds, plot = evaluate(scene, frame_ids, preds, latencies, not args.no_icp)
     report['checkpoint'] = None if args.checkpoint is None else str(args.checkpoint)
     write_outputs(args.out, report, clouds, plot)
+    return report
+
+
+def _run_metric(args: argparse.Namespace) -> dict:
+    """``--metric``: the topics and configuration first, then the model, the run, the scores."""
+    with BagReader(args.sequence) as bag:
+        topics = bag.topics
+    probe = node_config(args, depth_topic='depth')
+    chosen = metric_topics(topics, probe, args.image_topic, args.depth_topic,
+                           args.gt_pose_topic or DEFAULT_GT_POSE_TOPIC)
+    cfg = node_config(args, depth_topic=chosen.depth)
+    run = run_metric(args.sequence, cfg, chosen, open_session(cfg), args.every, args.max_frames)
+    report, clouds = score_metric_run(run, use_icp=not args.no_icp)
+    report.update(sequence=args.sequence.name, checkpoint=str(args.checkpoint),
+                  topics={k: v for k, v in chosen.__dict__.items() if k != 'tf'})
+    eval_report.write_report(args.out, report, clouds, metric_markdown(report))
     return report
 
 

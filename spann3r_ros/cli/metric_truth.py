@@ -1,0 +1,108 @@
+"""The ground truth of a metric run, gathered while its bag streams past.
+
+Each colour frame is paired with the depth image of its stamp and the ground-truth pose at
+that stamp, and becomes the :class:`~spann3r_model.evaluation.gt_views.GroundTruthView` the
+existing evaluation builds from an exported scene: the official crop at model resolution
+(:func:`~spann3r_model.data.crop.crop_rgbd`, centred on the image as the model input is), the
+depth back-projected with the pose (:func:`~spann3r_model.geometry.camera.backproject`). Only
+the crops are kept (a few hundred KB a frame), not the full-resolution images.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Optional
+
+import numpy as np
+
+from spann3r_model.data.crop import crop_rgbd, CroppedRGBD
+from spann3r_model.evaluation.gt_views import GroundTruthView
+from spann3r_model.geometry.camera import backproject
+from spann3r_ros.pipeline.pose_buffer import PoseBuffer
+
+#: Colour or depth images waiting for their partner.
+PENDING = 16
+#: Ground-truth poses kept (all of a long bag; a pose is 128 bytes).
+MAX_POSES = 10_000_000
+
+
+class TruthCollector:
+    """Ground-truth views of the colour frames of a bag.
+
+    :param size: the model resolution (side of the crop).
+    :param max_dt: the largest stamp difference between a colour and its depth image, seconds.
+    :param timeout: ground-truth poses further apart than this are not interpolated, seconds.
+    :param tolerance: a frame may lie this far beyond the first or last pose, seconds.
+    """
+
+    def __init__(self, size: int, max_dt: float, timeout: float = 0.5,
+                 tolerance: float = 0.05) -> None:
+        self.size = size
+        self.max_dt = max_dt
+        self.poses = PoseBuffer(timeout, tolerance, MAX_POSES)
+        self._colour: OrderedDict[float, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._depth: OrderedDict[float, np.ndarray] = OrderedDict()
+        self._crops: dict[float, CroppedRGBD] = {}
+        #: Colour frames without intrinsics (no camera_info yet, or for another size).
+        self.without_intrinsics = 0
+
+    def add_colour(self, stamp: float, rgb: np.ndarray, K: Optional[np.ndarray]) -> None:
+        """Add a colour frame given to the node, with its camera_info intrinsics."""
+        if K is None:
+            self.without_intrinsics += 1
+            return
+        found = _take_near(self._depth, stamp, self.max_dt)
+        if found is None:
+            _keep(self._colour, stamp, (rgb, K))
+        else:
+            self._crop(stamp, rgb, K, found[1])
+
+    def add_depth(self, stamp: float, depth: np.ndarray) -> None:
+        """Add a decoded depth image (``[h, w]`` float32 metres, 0 invalid)."""
+        found = _take_near(self._colour, stamp, self.max_dt)
+        if found is None:
+            _keep(self._depth, stamp, depth)
+        else:
+            colour_stamp, (rgb, K) = found
+            self._crop(colour_stamp, rgb, K, depth)
+
+    def _crop(self, stamp: float, rgb: np.ndarray, K: np.ndarray, depth: np.ndarray) -> None:
+        if rgb.shape[1] * depth.shape[0] != rgb.shape[0] * depth.shape[1]:
+            return  # not registered to the colour image: no ground truth for this frame
+        scale = depth.shape[1] / rgb.shape[1]
+        K_depth = np.asarray(K, np.float64).copy()
+        K_depth[:2] *= scale
+        self._crops[stamp] = crop_rgbd(rgb, depth, K_depth, self.size, 'image')
+
+    def add_pose(self, stamp: float, T_world_cam: np.ndarray) -> None:
+        """Add a ground-truth pose of the camera optical frame."""
+        self.poses.add(stamp, T_world_cam)
+
+    def pose(self, stamp: float) -> Optional[np.ndarray]:
+        """Return the ground-truth pose at ``stamp`` (interpolated), or None."""
+        found = self.poses.lookup(stamp)
+        return found.T if found.state == 'ok' else None
+
+    def view(self, stamp: float) -> Optional[GroundTruthView]:
+        """Return the ground-truth view of the colour frame at ``stamp``, or None."""
+        cropped = self._crops.get(stamp)
+        T = self.pose(stamp)
+        if cropped is None or T is None:
+            return None
+        T = T.astype(np.float32)
+        pts, valid = backproject(cropped.depth, cropped.K, T)
+        return GroundTruthView(cropped.depth, cropped.K, cropped.rgb, pts, valid, T)
+
+
+def _keep(items: OrderedDict, stamp: float, value: Any) -> None:
+    items[stamp] = value
+    while len(items) > PENDING:
+        items.popitem(last=False)
+
+
+def _take_near(items: OrderedDict, stamp: float, max_dt: float) -> Optional[tuple[float, Any]]:
+    """Remove and return ``(its stamp, value)`` of the item nearest ``stamp`` within ``max_dt``."""
+    best = min(items, key=lambda s: abs(s - stamp), default=None)
+    if best is None or abs(best - stamp) > max_dt:
+        return None
+    return best, items.pop(best)

@@ -1,0 +1,156 @@
+"""spann3r-eval --metric: a bag through the node's online metric alignment, scored in metres."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import test_replay_reconstruct
+
+from spann3r_ros.bags.writer import BagOptions, write_synthetic_bag
+from spann3r_ros.cli.eval import main as eval_main
+from spann3r_ros.cli.metric_options import parse_params
+from spann3r_ros.cli.metric_truth import TruthCollector
+from spann3r_ros.synthetic.odometry import OdometryNoise
+from spann3r_ros.synthetic.scene import SyntheticConfig, SyntheticScene
+
+DEMO = Path(__file__).resolve().parents[2] / 'weights' / 'spann3r_tiny_demo.safetensors'
+DEMO_ARGS = ['--checkpoint', str(DEMO), '--image-size', '112', '--device', 'cpu']
+# The demo weights run at 112 px. 12 frames move the camera 0.04 m (RMS), below the default
+# alignment_min_baseline; alignment_min_frames 10 would leave two aligned outputs; and so short
+# a drive cannot fix the scale to the default alignment_max_scale_error of 2%.
+SHORT_RUN = ['--param', 'alignment_min_baseline=0.02', '--param', 'alignment_min_frames=5',
+             '--param', 'alignment_max_scale_error=0.5']
+# The randomly initialised tiny model, for runs that end before anything is scored.
+tiny_checkpoint = test_replay_reconstruct.tiny_checkpoint
+
+
+@pytest.fixture(scope='module')
+def bags(tmp_path_factory):
+    """A robot bag (odometry with drift and noise, noisy depth), a plain one, one without GT."""
+    root = tmp_path_factory.mktemp('metric_bags')
+    scene = SyntheticScene(SyntheticConfig(width=160, height=120, num_frames=12, seed=0))
+    robot = BagOptions(odometry=True, odometry_noise=OdometryNoise(noise_m=0.002, drift=0.01),
+                       depth_noise=0.02, depth_invalid=0.1)
+    return {'robot': write_synthetic_bag(scene, root / 'robot', options=robot),
+            'plain': write_synthetic_bag(scene, root / 'plain'),
+            'no_gt': write_synthetic_bag(scene, root / 'no_gt',
+                                         options=BagOptions(gt_pose=False))}
+
+
+def _strict(text):
+    def refuse(name):
+        raise AssertionError(f'report.json holds {name}')
+    return json.loads(text, parse_constant=refuse)
+
+
+def _run(bag, out, *extra):
+    assert eval_main([str(bag), *DEMO_ARGS, '--out', str(out), *extra]) == 0
+    report = _strict((out / 'report.json').read_text())
+    assert (out / 'report.md').read_text().startswith('# Metric evaluation')
+    return report
+
+
+def _figures(report):
+    """Every figure the report must have, by name."""
+    a, m, s = report['alignment'], report['metric'], report['sim3']
+    figures = {f'alignment.{k}': a[k] for k in ('scale', 'oracle_scale', 'scale_error',
+                                                'held_fraction', 'frames_until_aligned')}
+    figures.update({f'metric.{k}': m[k] for k in ('acc', 'acc_med', 'comp', 'comp_med', 'nc')})
+    figures.update({f'metric.ate.{k}': v for k, v in m['ate'].items()})
+    figures.update({f'unaligned.{k}': v for k, v in report['unaligned'].items()})
+    figures.update({f'sim3.{k}': v for k, v in s['metrics'].items()})
+    figures.update({f'sim3.ate.{k}': v for k, v in s['ate'].items()})
+    return figures
+
+
+def test_odometry_run_is_scored_in_the_odom_frame(bags, tmp_path, capsys):
+    report = _run(bags['robot'], tmp_path, '--metric', 'odometry', *SHORT_RUN)
+    a, m = report['alignment'], report['metric']
+    bad = {k: v for k, v in _figures(report).items()
+           if not isinstance(v, (int, float)) or not math.isfinite(v)}
+    assert bad == {}
+    assert a['final_state'] == 'aligned' and a['frame_id'] == 'odom'
+    assert a['published_frame_ids'] == ['odom']
+    # Outputs before the fit are held back; the rest are scored.
+    assert a['frames_until_aligned'] >= 5 and a['frames_held'] == a['frames_until_aligned'] - 1
+    assert m['frames'] == a['frames_published'] - a['frames_held'] >= 3
+    # Skipping the alignment would leave the points in the reconstruction's own frame, where
+    # they are several times further from the ground truth.
+    assert m['acc'] < 0.4 * report['unaligned']['acc']
+    assert m['ate']['rmse'] < 0.2
+    assert 'Sim(3)-aligned' in capsys.readouterr().out
+
+
+def test_depth_scale_is_within_ten_percent_of_the_sim3_oracle(bags, tmp_path):
+    report = _run(bags['robot'], tmp_path, '--metric', 'depth')
+    a = report['alignment']
+    assert a['frame_id'] == 'map' and a['frames_until_aligned'] == 1
+    assert abs(a['scale_error']) < 0.1
+    # The network's own scale (identity) is far from metric on these weights.
+    assert abs(1.0 / a['oracle_scale'] - 1.0) > 0.25
+
+
+def test_both_takes_the_depth_scale_and_the_odom_frame(bags, tmp_path):
+    report = _run(bags['robot'], tmp_path, '--metric', 'both', *SHORT_RUN)
+    a = report['alignment']
+    assert a['final_state'] == 'aligned' and a['published_frame_ids'] == ['odom']
+    assert int(a['status']['depth_scale_frames']) > 0
+    # The scale comes from depth: as close to the oracle as depth alone, unlike odometry's.
+    assert abs(a['scale_error']) < 0.1
+    assert report['metric']['acc'] < 0.4 * report['unaligned']['acc']
+
+
+@pytest.mark.parametrize('bag, extra, message', [
+    ('plain', ['--metric', 'odometry'],
+     "no odometry: the bag's TF has no chain odom -> camera_color_optical_frame"),
+    ('plain', ['--metric', 'odometry', '--odometry-source', 'odometry_topic'],
+     'no odometry: the bag has no topic /odom (--odometry-topic)'),
+    ('robot', ['--metric', 'both', '--odometry-source', 'pose_topic'],
+     'odometry topic /odom has type nav_msgs/msg/Odometry'),
+    ('no_gt', ['--metric', 'depth'],
+     'no ground truth: the bag has no topic /ground_truth/pose (--gt-pose-topic)'),
+    ('robot', ['--metric', 'depth', '--depth-topic', '/nope'], "topic '/nope' (--depth-topic)"),
+    ('robot', ['--odom-frame', 'odom'], '--odom-frame needs --metric'),
+    ('robot', ['--metric', 'depth', '--no-pose'], '--metric needs camera poses'),
+    ('robot', ['--metric', 'depth', '--param', 'min_confidence'], 'NAME=VALUE'),
+    ('robot', ['--metric', 'depth', '--param', 'metric_source=none'], 'set it with --metric'),
+    ('robot', ['--metric', 'depth', '--param', 'depth_min=-1'], 'depth_min=-1.0 is outside'),
+])
+def test_bad_input_exits_2_with_one_line(bags, tiny_checkpoint, tmp_path, capsys, bag, extra,
+                                         message):
+    rc = eval_main([str(bags[bag]), '--checkpoint', str(tiny_checkpoint), '--device', 'cpu',
+                    '--image-size', '32', '--out', str(tmp_path / 'out'), *extra])
+    errors = [line for line in capsys.readouterr().err.splitlines()
+              if line.startswith('spann3r-eval: error:')]
+    assert rc == 2 and len(errors) == 1 and message in errors[0], errors
+    assert not (tmp_path / 'out').exists()
+
+
+def test_params_are_yaml_and_strings_stay_strings():
+    assert parse_params(['alignment_min_baseline=0.05', 'odometry_timeout=1',
+                         'base_to_camera=[0, 0, 0.3, 0, 0, 0, 1]', 'map_frame=123']) == {
+        'alignment_min_baseline': 0.05, 'odometry_timeout': 1,
+        'base_to_camera': [0, 0, 0.3, 0, 0, 0, 1], 'map_frame': '123'}
+    with pytest.raises(ValueError, match='no such node parameter'):
+        parse_params(['nope=1'])
+
+
+@pytest.mark.parametrize('depth_first', [False, True])
+def test_ground_truth_pairs_colour_and_depth_in_either_order(depth_first):
+    truth = TruthCollector(size=32, max_dt=0.02)
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    depth = np.full((48, 64), 2.0, np.float32)
+    K = np.array([[50.0, 0, 32], [0, 50.0, 24], [0, 0, 1]])
+    steps = [lambda: truth.add_depth(1.005, depth), lambda: truth.add_colour(1.0, rgb, K)]
+    for step in steps if depth_first else steps[::-1]:
+        step()
+    T = np.eye(4)
+    T[:3, 3] = [1.0, 2.0, 3.0]
+    truth.add_pose(0.9, T)
+    truth.add_pose(1.1, T)
+    view = truth.view(1.0)
+    assert view is not None and view.valid.all()
+    assert np.allclose(view.pts_world[16, 16], [1.0, 2.0, 5.0], atol=0.1)
+    assert truth.view(1.005) is None
