@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from spann3r_model.data.scannet import SUPPLY_HINT
-from spann3r_ros.bags.messages import camera_info_K
+from spann3r_ros.formats.message_fields import camera_info_K
 
 SOURCES = ('camera_info', 'intrinsics_option', 'calibration_file', 'unknown')
 _CALIBRATION_KEYS = ('image_width', 'image_height', 'camera_matrix')

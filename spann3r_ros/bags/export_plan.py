@@ -21,6 +21,7 @@ from spann3r_ros.bags.pose_source import choose_pose_source, poses_at, PoseSampl
 from spann3r_ros.bags.reader import BagReader, CameraTopics, pose_candidates, tf_topics
 from spann3r_ros.bags.tf_buffer import TfBuffer
 from spann3r_ros.formats import images
+from spann3r_ros.formats.message_fields import camera_info_K, matrix_from, msg_pose
 
 LOG = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def _header_seconds(msg: Any, receive_ns: int) -> float:
 def _add_transforms(buffer: TfBuffer, msg: Any, static: bool) -> None:
     for tf in msg.transforms:
         try:
-            T = bm.matrix_from(tf.transform.translation, tf.transform.rotation)
+            T = matrix_from(tf.transform.translation, tf.transform.rotation)
         except ValueError:
             continue  # a zero quaternion: a broken sample, not a transform
         buffer.add(tf.header.frame_id, tf.child_frame_id, bm.stamp_to_ns(tf.header.stamp) / 1e9,
@@ -105,14 +106,14 @@ def _scan(bag: BagReader, topics: CameraTopics, pose_spec: tuple[str, ...], max_
         elif topic == depth_info:
             if scan.K_depth_info is None:
                 try:
-                    scan.K_depth_info = bm.camera_info_K(msg)[0]
+                    scan.K_depth_info = camera_info_K(msg)[0]
                 except ValueError:
                     depth_info = None
         elif topic in tf_names:
             _add_transforms(scan.tf, msg, static=tf_names[topic])
         if topic in scan.pose_samples:
             try:
-                pose = bm.msg_pose(msg)[1]
+                pose = msg_pose(msg)[1]
             except ValueError:
                 continue  # a zero quaternion (trackers publish one before they initialise)
             scan.pose_samples[topic].stamps.append(_header_seconds(msg, ns))

@@ -79,17 +79,6 @@ def camera_info_msg(ts: Any, hdr: Any, K: np.ndarray, width: int, height: int) -
                binning_x=0, binning_y=0, roi=roi, **values)
 
 
-def camera_info_K(msg: Any) -> tuple[np.ndarray, int, int]:
-    """Return ``([3, 3] K, width, height)`` of a CameraInfo of either ROS generation."""
-    k = getattr(msg, 'k', None)
-    if k is None:
-        k = msg.K
-    K = np.asarray(k, dtype=np.float64).reshape(3, 3)
-    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise ValueError(f'camera_info has no valid intrinsics (K = {K.ravel().tolist()})')
-    return K, int(msg.width), int(msg.height)
-
-
 def _vector(ts: Any, v: np.ndarray) -> Any:
     return ts.types['geometry_msgs/msg/Vector3'](x=float(v[0]), y=float(v[1]), z=float(v[2]))
 
@@ -114,26 +103,6 @@ def pose_stamped(ts: Any, hdr: Any, T: np.ndarray) -> Any:
     pose = ts.types['geometry_msgs/msg/Pose'](position=point,
                                               orientation=_quaternion(ts, T[:3, :3]))
     return ts.types['geometry_msgs/msg/PoseStamped'](header=hdr, pose=pose)
-
-
-def matrix_from(translation: Any, rotation: Any) -> np.ndarray:
-    """Build ``[4, 4]`` from a translation (x, y, z) and a quaternion (x, y, z, w) message."""
-    q = np.array([rotation.x, rotation.y, rotation.z, rotation.w], dtype=np.float64)
-    norm = np.linalg.norm(q)
-    if not np.isfinite(norm) or norm < 1e-9:
-        raise ValueError(f'invalid quaternion {q.tolist()}')
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat(q / norm).as_matrix()
-    T[:3, 3] = [translation.x, translation.y, translation.z]
-    return T
-
-
-def msg_pose(msg: Any) -> tuple[Optional[str], np.ndarray]:
-    """Return ``(frame_id, [4, 4])`` of a PoseStamped, PoseWithCovarianceStamped or Odometry."""
-    pose = msg.pose
-    if hasattr(pose, 'pose'):  # Odometry / PoseWithCovarianceStamped
-        pose = pose.pose
-    return msg.header.frame_id, matrix_from(pose.position, pose.orientation)
 
 
 def odometry_msg(ts: Any, hdr: Any, child: str, T: np.ndarray,

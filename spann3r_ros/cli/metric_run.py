@@ -21,24 +21,21 @@ import logging
 import math
 from pathlib import Path
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from spann3r_model.geometry.align import Sim3
-from spann3r_ros.bags.messages import camera_info_K, matrix_from, msg_pose, stamp_to_ns
 from spann3r_ros.bags.reader import BagReader
 from spann3r_ros.cli.metric_topics import MetricTopics
 from spann3r_ros.cli.metric_truth import TruthCollector
 from spann3r_ros.formats.images import decode_color, decode_depth, ImageRejected
+from spann3r_ros.formats.message_fields import camera_info_K, msg_pose
 from spann3r_ros.pipeline.config import NodeConfig
-from spann3r_ros.pipeline.depth_scale import DepthBuffer
 from spann3r_ros.pipeline.frame_queue import Frame
 from spann3r_ros.pipeline.input_gate import InputGate
-from spann3r_ros.pipeline.metric_frame import MetricAlignment
+from spann3r_ros.pipeline.metric_inputs import MetricInputs, stamp_seconds
 from spann3r_ros.pipeline.output import Output
-from spann3r_ros.pipeline.pose_buffer import PoseBuffer, PoseLookup
-from spann3r_ros.pipeline.tf_lookup import LiveTf, lookup_fn
 
 LOG = logging.getLogger(__name__)
 #: After this many colour frames, odometry that never connected is an error (not a wait).
@@ -93,7 +90,7 @@ class MetricRun:
     wall_s: float = 0.0
 
 
-class BagInputs:
+class BagInputs(MetricInputs):
     """The node's metric inputs, fed from bag messages (see the module docstring).
 
     :param cfg: the node configuration.
@@ -101,66 +98,8 @@ class BagInputs:
     """
 
     def __init__(self, cfg: NodeConfig, topics: MetricTopics) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
         self.topics = topics
-        self.faults: Counter[str] = Counter()
-        settings = cfg.metric_settings()
-        self.live_tf = self.pose_buffer = self.depth_buffer = None
-        self.tf_frames: set[str] = set()
-        self.odometry_frames: set[str] = set()
-        self.lookup: Optional[Callable[[float, str], PoseLookup]] = None
-        if settings.uses_odometry and cfg.odometry_source == 'tf':
-            self.live_tf = LiveTf(cfg.odometry_timeout, cfg.odometry_tolerance)
-            self.lookup = lookup_fn(self.live_tf, cfg.odom_frame)
-        elif settings.uses_odometry:
-            self.pose_buffer = PoseBuffer(cfg.odometry_timeout, cfg.odometry_tolerance)
-            self._T_base_cam = cfg.base_to_camera_matrix()
-            buffer = self.pose_buffer
-
-            def lookup(stamp: float, _camera_frame: str) -> PoseLookup:
-                return buffer.lookup(stamp)
-            self.lookup = lookup
-        if settings.uses_depth:
-            self.depth_buffer = DepthBuffer(cfg.depth_max_dt)
-        self._depth_info: Optional[tuple[int, int]] = None
-
-    def on_tf(self, msg: Any, static: bool) -> None:
-        """Take a ``/tf`` or ``/tf_static`` message as the node's TF callbacks do."""
-        for t in msg.transforms:
-            self.tf_frames.update((t.header.frame_id.lstrip('/'), t.child_frame_id.lstrip('/')))
-            try:
-                T = matrix_from(t.transform.translation, t.transform.rotation)
-                self.live_tf.add(t.header.frame_id, t.child_frame_id,
-                                 stamp_to_ns(t.header.stamp) / 1e9, T, static)
-            except ValueError:
-                self.faults['tf_malformed'] += 1
-
-    def on_odometry(self, msg: Any) -> None:
-        """Take an odometry or pose message, composed with ``base_to_camera``."""
-        frame_id, T_odom_base = msg_pose(msg)
-        self.odometry_frames.add(frame_id)
-        if frame_id.lstrip('/') != self.cfg.odom_frame.lstrip('/'):
-            self.faults['odometry_wrong_frame'] += 1
-            return
-        self.pose_buffer.add(stamp_to_ns(msg.header.stamp) / 1e9, T_odom_base @ self._T_base_cam)
-
-    def on_depth_info(self, msg: Any) -> None:
-        """Take the camera_info beside the depth topic (the depth images must match it)."""
-        try:
-            _, width, height = camera_info_K(msg)
-        except ValueError:
-            width, height = int(msg.width), int(msg.height)
-        self._depth_info = (width, height)
-
-    def on_depth(self, stamp: float, depth: np.ndarray) -> None:
-        """Keep a decoded depth image unless the node would drop it."""
-        info = self._depth_info
-        if info is not None and info != (depth.shape[1], depth.shape[0]):
-            self.faults['depth_size_mismatch'] += 1
-        elif not (depth > 0).any():
-            self.faults['depth_all_invalid'] += 1
-        else:
-            self.depth_buffer.add(stamp, depth)
 
     def check_connected(self, stamp: float, camera_frame: str) -> None:
         """Refuse odometry that never connected the odometry frame to the camera.
@@ -214,7 +153,7 @@ def run_metric(bag_path: Path, cfg: NodeConfig, topics: MetricTopics, session: A
     from spann3r_ros.pipeline.worker import ReconstructionWorker
 
     inputs = BagInputs(cfg, topics)
-    metric = MetricAlignment(cfg.metric_settings(), inputs.lookup, inputs.depth_buffer, LOG)
+    metric = inputs.alignment(LOG)
     published: list[Published] = []
 
     def publish(output: Output) -> None:
@@ -250,13 +189,13 @@ def run_metric(bag_path: Path, cfg: NodeConfig, topics: MetricTopics, session: A
                     colour_info = None  # uncalibrated: the node estimates the focal
             elif topic == topics.gt_pose:
                 _, T = msg_pose(msg)
-                truth.add_pose(stamp_to_ns(msg.header.stamp) / 1e9, T)
+                truth.add_pose(stamp_seconds(msg.header), T)
             elif topic == topics.depth:
-                stamp = stamp_to_ns(msg.header.stamp) / 1e9
+                stamp = stamp_seconds(msg.header)
                 try:
                     depth = decode_depth(msg, cfg.max_image_pixels)
                 except ImageRejected as exc:
-                    inputs.faults[f'depth_{exc.reason}'] += 1
+                    inputs.count(f'depth_{exc.reason}')
                     continue
                 truth.add_depth(stamp, depth)
                 if inputs.depth_buffer is not None:
@@ -289,7 +228,7 @@ def run_metric(bag_path: Path, cfg: NodeConfig, topics: MetricTopics, session: A
 def _colour_frame(msg: Any, cfg: NodeConfig, info: Optional[tuple[np.ndarray, int, int]],
                   gate: InputGate, faults: Counter) -> Optional[Frame]:
     """Admit and decode a colour message as the node's image callback does, or None."""
-    stamp = stamp_to_ns(msg.header.stamp) / 1e9
+    stamp = stamp_seconds(msg.header)
     decision = gate.check(0, stamp)
     if decision is not None:
         faults[f'image_{decision}'] += 1

@@ -16,8 +16,8 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from spann3r_ros.bags.messages import camera_info_K
 from spann3r_ros.formats.images import compressed_to_rgb, image_to_rgb, ImageRejected
+from spann3r_ros.formats.message_fields import camera_info_K
 from spann3r_ros.node.conversions import stamp_to_seconds
 from spann3r_ros.pipeline.config import NodeConfig
 from spann3r_ros.pipeline.frame_queue import Frame

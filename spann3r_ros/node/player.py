@@ -27,9 +27,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from spann3r_ros.bags.messages import matrix_from
 from spann3r_ros.bags.reader import BagReader
 from spann3r_ros.formats.images import decode_color
+from spann3r_ros.formats.message_fields import matrix_from
 from spann3r_ros.node.discovery import NodeTarget
 
 LOG = logging.getLogger(__name__)
