@@ -172,6 +172,9 @@ class NodeConfig:
     alignment_max_scale_error: float = _param(0.02, 'Fits whose scale is less certain than '
                                               'this (relative standard error: residual over '
                                               'baseline) are not used.', range=(1e-5, 10.0))
+    alignment_max_rotation_residual: float = _param(
+        10.0, 'Fits whose camera orientations disagree with the odometry by more than this '
+        '(RMS, deg) are not used.', range=(0.1, 180.0))
     alignment_window: int = _param(300, 'Newest frames the odometry fit uses.',
                                    range=(2, 100000))
     depth_topic: str = _param('aligned_depth/image_raw', 'Aligned depth image (16UC1 mm or '
@@ -261,7 +264,9 @@ class NodeConfig:
                 min_frames=self.alignment_min_frames, min_baseline=self.alignment_min_baseline,
                 min_rotation_deg=self.alignment_min_rotation,
                 max_residual=self.alignment_max_residual,
-                max_scale_error=self.alignment_max_scale_error, window=self.alignment_window),
+                max_scale_error=self.alignment_max_scale_error,
+                max_rotation_residual_deg=self.alignment_max_rotation_residual,
+                window=self.alignment_window),
             depth_min=self.depth_min, depth_max=self.depth_max,
             depth_window=self.depth_scale_window)
 

@@ -15,8 +15,9 @@ holds the similarity from that frame to the frame the outputs are published in, 
 
 The state it is in (:data:`STATES`) is reported in diagnostics and logged when it changes;
 ``inconsistent`` means the trajectory would determine the fit but the odometry and the
-reconstruction disagree by more than ``alignment_max_residual`` (a poor model, wrong
-``base_to_camera``, or odometry of another camera).
+reconstruction disagree (camera centres by more than ``alignment_max_residual``, orientations by
+more than ``alignment_max_rotation_residual``: a poor model, a wrong ``base_to_camera``, or
+odometry of another camera).
 Until the first alignment nothing metric is published (points, depth, pose, path, TF, map):
 they would be in a frame they are not in. A lost odometry (no pose within ``timeout`` of a
 frame) keeps the last alignment, says so, and refines nothing until odometry returns.
@@ -245,7 +246,8 @@ class MetricAlignment:
             if tried is not None:
                 detail += (f', baseline {tried.baseline_m:.3f} m of '
                            f'{self.settings.thresholds.min_baseline:.3f}, rotation '
-                           f'{tried.rotation_deg:.1f} deg, residual {tried.residual_m:.3f} m, '
+                           f'{tried.rotation_deg:.1f} deg, residual {tried.residual_m:.3f} m '
+                           f'and {tried.rotation_residual_deg:.1f} deg, '
                            f'scale uncertainty {100 * tried.scale_error:.1f}% of '
                            f'{100 * self.settings.thresholds.max_scale_error:.1f}%')
             # A resumed alignment stays in use (and stated) until the new frames refine it.
@@ -254,8 +256,11 @@ class MetricAlignment:
                 else 'waiting_for_baseline')
             self._set_state(state, f'waiting for {self.aligner.waiting_for}: {detail}')
             return
-        self._publish(fit.sim3, 'aligned', f'scale {fit.sim3.scale:.4f} m/unit, residual '
-                      f'{fit.residual_m:.3f} m, {fit.used} of {len(self.aligner)} frames')
+        # With the depth scale (both), an earlier fit still held gets the scale of now.
+        sim3 = fit.sim3 if scale is None else fit.with_scale(scale)
+        self._publish(sim3, 'aligned', f'scale {sim3.scale:.4f} m/unit, residual '
+                      f'{fit.residual_m:.3f} m and {fit.rotation_residual_deg:.1f} deg, '
+                      f'{fit.used} of {len(self.aligner)} frames')
 
     def _publish(self, sim3: Sim3, state: str, detail: str) -> None:
         if self._transform is None or _moved(self._transform, sim3):
@@ -293,6 +298,8 @@ class MetricAlignment:
                     'metric_frames_used': str(fit.used if fit else 0),
                     'metric_frames_held': str(len(self.aligner)),
                     'metric_residual_m': f'{fit.residual_m:.4f}' if fit else 'n/a',
+                    'metric_rotation_residual_deg':
+                        f'{fit.rotation_residual_deg:.2f}' if fit else 'n/a',
                     'metric_scale_uncertainty': f'{fit.scale_error:.4f}' if fit else 'n/a',
                     'metric_baseline_m': f'{fit.baseline_m:.3f}' if fit else 'n/a',
                     'odometry_age_s': f'{self._odometry_age:.3f}'})

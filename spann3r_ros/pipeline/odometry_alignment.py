@@ -16,7 +16,9 @@ metres, with noise and drift. :func:`fit_odometry_sim3` finds ``S`` with
    PnP pose or an odometry glitch does not move it.
 
 :class:`OdometryAligner` keeps the newest pairs, refits as frames arrive and decides when the
-trajectory determines the fit (enough pairs, baseline and rotation).
+trajectory determines the fit (enough pairs, baseline and rotation) and when the two agree well
+enough to use it (centre residual, scale uncertainty, and the camera orientations: a fit from the
+centres alone can be rotated about them when the reconstruction's path is poor).
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class AlignmentFit:
     :param rotation_residual_deg: RMS rotation residual of the inliers, degrees.
     :param baseline_m: RMS spread of the inlier odometry camera centres about their mean.
     :param rotation_deg: largest rotation of an inlier camera from the first inlier, degrees.
+    :param map_centroid: ``[3]`` mean of the inlier reconstruction camera centres, which the fit
+        carries onto the mean of their odometry centres.
     """
 
     sim3: Sim3
@@ -61,11 +65,21 @@ class AlignmentFit:
     rotation_residual_deg: float
     baseline_m: float
     rotation_deg: float
+    map_centroid: np.ndarray
 
     @property
     def used(self) -> int:
         """Pairs the fit kept."""
         return int(self.inliers.sum())
+
+    def with_scale(self, scale: float) -> Sim3:
+        """Return this fit's rotation with another scale, still centred on the same cameras.
+
+        Used when the scale comes from elsewhere (depth) and has moved on since this fit.
+        """
+        s = self.sim3
+        t = s.t + (s.scale - scale) * (s.R @ self.map_centroid)
+        return Sim3(scale=float(scale), R=s.R, t=t)
 
 
 def _project_rotation(M: np.ndarray) -> np.ndarray:
@@ -154,7 +168,8 @@ def fit_odometry_sim3(T_map_cam: np.ndarray, T_odom_cam: np.ndarray,
     return AlignmentFit(sim3=sim3, inliers=keep, residual_m=residual,
                         scale_error=float(scale_error),
                         rotation_residual_deg=float(np.sqrt(np.mean(angle[keep] ** 2))),
-                        baseline_m=baseline, rotation_deg=float(turned.max()))
+                        baseline_m=baseline, rotation_deg=float(turned.max()),
+                        map_centroid=c_map[keep].mean(axis=0))
 
 
 def _residuals(sim3: Sim3, R_map: np.ndarray, c_map: np.ndarray, R_odom: np.ndarray,
@@ -177,6 +192,9 @@ class AlignmentThresholds:
     :param max_residual: RMS centre residual above which a fit is not used, metres.
     :param max_scale_error: a fit whose scale's relative standard error is larger is not used
         (more baseline is needed); not used when the scale is known.
+    :param max_rotation_residual_deg: RMS angle between the fitted and the odometry camera
+        orientations above which a fit is not used, degrees: a fit whose centres agree but whose
+        cameras look elsewhere would publish a rotated map.
     :param window: newest pairs kept for the fit.
     """
 
@@ -185,6 +203,7 @@ class AlignmentThresholds:
     min_rotation_deg: float = 0.0
     max_residual: float = 0.1
     max_scale_error: float = 0.02
+    max_rotation_residual_deg: float = 10.0
     window: int = 300
 
 
@@ -240,7 +259,8 @@ class OdometryAligner:
             self.waiting_for = 'rotation'
         elif fit.used < th.min_frames:
             self.waiting_for = 'frames'
-        elif not fit.sim3.scale > 0 or fit.residual_m > th.max_residual:
+        elif not fit.sim3.scale > 0 or fit.residual_m > th.max_residual or \
+                fit.rotation_residual_deg > th.max_rotation_residual_deg:
             self.waiting_for = 'consistent motion'
         elif scale is None and fit.scale_error > th.max_scale_error:
             self.waiting_for = 'baseline'

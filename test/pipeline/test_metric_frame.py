@@ -251,6 +251,33 @@ def test_both_takes_the_scale_from_depth_and_the_rotation_from_odometry():
     np.testing.assert_allclose(metric.transform().R, R, atol=1e-9)
 
 
+def test_both_gives_a_held_fit_the_depth_scale_of_now():
+    """A depth scale that moves away from the odometry's is published, not the fit's old one."""
+    _, R, t = known_sim3()
+    odometry, depth = Odometry(), DepthBuffer(max_dt=0.01)
+    quick = MetricSettings(source='both', thresholds=AlignmentThresholds(min_frames=5),
+                           depth_min_pixels=100, depth_window=3)
+    metric = MetricAlignment(quick, odometry=odometry, depth=depth)
+    T_odom = straight_path(12, step=STEP, turn_deg=2.0)
+    T_map = to_map(T_odom, K_DEPTH, R, t)
+    run(metric, odometry, depth, T_odom[:8], T_map[:8], predicted=predicted_depth())
+    assert metric.state == 'aligned'
+    for i in range(8, 12):  # the sensor now says the scene is twice as far
+        odometry.buffer.add(i * DT, T_odom[i])
+        depth.add(i * DT, (2.0 * K_DEPTH * predicted_depth()).astype(np.float32))
+        metric.observe(i * DT, CAMERA, T_map[i], predicted_depth(), MASK, CROP, WH)
+    # Twice the scale cannot fit these centres: the last fit with the old scale is held, and
+    # published with the new one, centred on the same cameras.
+    held = metric.aligner.fit
+    assert metric.aligner.waiting_for == 'consistent motion'
+    assert held.sim3.scale == pytest.approx(K_DEPTH, rel=1e-6)
+    moved = metric.transform()
+    assert moved.scale == pytest.approx(2.0 * K_DEPTH, rel=1e-6)
+    np.testing.assert_allclose(moved.R, R, atol=1e-6)
+    np.testing.assert_allclose(moved.scale * R @ held.map_centroid + moved.t,
+                               held.sim3.scale * R @ held.map_centroid + held.sim3.t, atol=1e-9)
+
+
 def test_both_aligns_a_camera_turning_on_the_spot_where_odometry_alone_cannot():
     _, R, t = known_sim3()
     T_odom = spin_in_place(8, turn_deg=8.0)

@@ -121,6 +121,36 @@ def test_known_scale_fits_only_rotation_and_translation():
     np.testing.assert_allclose(wrong.t, mu_odom - 2.0 * R @ mu_map, atol=1e-9)
 
 
+def test_with_scale_keeps_the_cameras_centred_and_the_rotation():
+    scale, R, t = known_sim3()
+    T_odom = odometry_path(15)
+    T_map = to_map(T_odom, scale, R, t)
+    fit = fit_odometry_sim3(T_map, T_odom)
+    np.testing.assert_allclose(fit.map_centroid, T_map[:, :3, 3].mean(axis=0), atol=1e-12)
+    moved = fit.with_scale(2.0 * scale)
+    assert moved.scale == 2.0 * scale
+    np.testing.assert_allclose(moved.R, R, atol=1e-9)
+    # The mean reconstruction centre still lands on the mean odometry centre.
+    np.testing.assert_allclose(moved.scale * R @ fit.map_centroid + moved.t,
+                               T_odom[:, :3, 3].mean(axis=0), atol=1e-9)
+
+
+def test_cameras_looking_elsewhere_make_the_fit_inconsistent():
+    """Centres that agree with orientations 30 degrees off (a wrong camera mount rotation)."""
+    T_odom = odometry_path(12, step=0.2)
+    T_map = to_map(T_odom, *known_sim3())
+    T_wrong = T_odom.copy()
+    T_wrong[:, :3, :3] = T_odom[:, :3, :3] @ rotation((0.0, 1.0, 0.0), 30.0)
+    strict = OdometryAligner(AlignmentThresholds(min_frames=5))
+    fits = [strict.add(a, b) for a, b in zip(T_map, T_wrong)]
+    assert fits == [None] * 12 and strict.waiting_for == 'consistent motion'
+    assert strict.last_try.rotation_residual_deg == pytest.approx(30.0, abs=1e-6)
+    assert strict.last_try.residual_m == pytest.approx(0.0, abs=1e-9)
+    tolerant = OdometryAligner(AlignmentThresholds(min_frames=5, max_rotation_residual_deg=31.0))
+    assert [tolerant.add(a, b) for a, b in zip(T_map, T_wrong)][-1] is not None
+    assert_sim3(tolerant.fit.sim3, *known_sim3())
+
+
 def test_gross_outliers_are_excluded_and_do_not_move_the_scale():
     scale, R, t = known_sim3()
     rng = np.random.default_rng(3)
