@@ -29,7 +29,7 @@ from spann3r_model.geometry.camera import pixel_grid
 #: median (mismatched edges, reflections).
 RATIO_SPREAD = 1.5
 #: At most this many pixels of a frame enter its medians (an even subset of the valid ones).
-MAX_RATIOS = 10_000
+MAX_RATIOS = 4_000
 
 
 def sample_depth(depth: np.ndarray, crop: CropBox, colour_wh: tuple[int, int]) -> np.ndarray:

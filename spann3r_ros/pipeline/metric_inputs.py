@@ -58,10 +58,15 @@ class MetricInputs:
         elif settings.uses_odometry:
             self.pose_buffer = PoseBuffer(cfg.odometry_timeout, cfg.odometry_tolerance)
             self._T_base_cam = cfg.base_to_camera_matrix()
-            buffer = self.pose_buffer
+            buffer, T_base_cam = self.pose_buffer, self._T_base_cam
 
+            # The base pose is interpolated, then the mount applied (as tf2 does): on a
+            # turning robot the camera then follows the arc, not the chord between samples.
             def lookup(stamp: float, _camera_frame: str) -> PoseLookup:
-                return buffer.lookup(stamp)
+                found = buffer.lookup(stamp)
+                if found.T is None:
+                    return found
+                return PoseLookup(found.state, found.T @ T_base_cam, found.age)
             self.lookup = lookup
         if settings.uses_depth:
             self.depth_buffer = DepthBuffer(cfg.depth_max_dt)
@@ -89,13 +94,13 @@ class MetricInputs:
                 self.count('tf_malformed')
 
     def on_odometry(self, msg: Any) -> None:
-        """Take an Odometry or PoseStamped of the base, composed with ``base_to_camera``."""
+        """Take an Odometry or PoseStamped of the base (``base_to_camera`` applied on lookup)."""
         frame_id, T_odom_base = msg_pose(msg)
         self.odometry_frames.add(frame_id)
         if frame_id.lstrip('/') != self.cfg.odom_frame.lstrip('/'):
             self.count('odometry_wrong_frame')
             return
-        self.pose_buffer.add(stamp_seconds(msg.header), T_odom_base @ self._T_base_cam)
+        self.pose_buffer.add(stamp_seconds(msg.header), T_odom_base)
 
     def on_depth_info(self, msg: Any) -> None:
         """Take the camera_info beside the depth topic (the depth images must match it)."""

@@ -28,7 +28,6 @@ import threading
 from typing import Optional
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 #: Lookup states (see the module docstring).
 LOOKUP_STATES = ('ok', 'waiting', 'stale', 'gap')
@@ -48,23 +47,41 @@ class PoseLookup:
     age: float
 
 
+def _axis_angle(R: np.ndarray) -> tuple[np.ndarray, float]:
+    """Return the unit axis and the angle (radians) of a rotation matrix."""
+    angle = float(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)))
+    if angle < 1e-12:
+        return np.array([1.0, 0.0, 0.0]), 0.0
+    skew = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
+    if angle > np.pi - 1e-6:  # the skew part vanishes: the axis is a column of R + I
+        M = R + np.eye(3)
+        axis = M[:, int(np.argmax(np.linalg.norm(M, axis=0)))]
+        axis = axis if axis @ skew >= 0 else -axis  # the sign the skew part still gives
+        return axis / np.linalg.norm(axis), angle
+    return skew / np.linalg.norm(skew), angle
+
+
+def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rodrigues' formula."""
+    K = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]],
+                  [-axis[1], axis[0], 0.0]])
+    return np.eye(3) + np.sin(angle) * K + (1.0 - np.cos(angle)) * (K @ K)
+
+
 def interpolate(t0: float, T0: np.ndarray, t1: float, T1: np.ndarray, t: float) -> np.ndarray:
-    """Interpolate a rigid pose between two stamped samples (``t0 <= t <= t1``)."""
+    """Interpolate a rigid pose between two stamped samples (``t0 <= t <= t1``).
+
+    The centre linearly, the rotation along the shorter arc (spherical linear interpolation,
+    as the relative rotation's axis and a fraction of its angle).
+    """
     if t1 <= t0:
         return T1.copy()
     w = (t - t0) / (t1 - t0)
     out = np.eye(4)
     out[:3, 3] = (1.0 - w) * T0[:3, 3] + w * T1[:3, 3]
-    q0, q1 = Rotation.from_matrix(np.stack([T0[:3, :3], T1[:3, :3]])).as_quat()
-    dot = float(q0 @ q1)
-    if dot < 0:  # the shorter way round
-        q1, dot = -q1, -dot
-    angle = np.arccos(min(dot, 1.0))
-    if angle < 1e-9:
-        q = q0
-    else:
-        q = (np.sin((1.0 - w) * angle) * q0 + np.sin(w * angle) * q1) / np.sin(angle)
-    out[:3, :3] = Rotation.from_quat(q).as_matrix()
+    R0 = T0[:3, :3]
+    axis, angle = _axis_angle(R0.T @ T1[:3, :3])
+    out[:3, :3] = R0 @ _rotation(axis, w * angle)
     return out
 
 

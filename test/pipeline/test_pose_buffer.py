@@ -40,6 +40,16 @@ def test_quarter_point_and_the_function():
     np.testing.assert_array_equal(interpolate(1.0, T0, 1.0, T1, 1.0), T1)
 
 
+@pytest.mark.parametrize('deg', [0.0, 1e-7, 0.5, 120.0, 179.99999, 180.0 - 1e-4])
+def test_interpolation_follows_the_arc_at_every_angle(deg):
+    """Halfway along any rotation, down to none and up to nearly half a turn."""
+    T_end = pose(rotation(AXIS, deg) @ R0, [0.0, 0.0, 0.0])
+    for w in (0.25, 0.5, 0.9):
+        R = interpolate(0.0, T0, 1.0, T_end, w)[:3, :3]
+        np.testing.assert_allclose(R, rotation(AXIS, w * deg) @ R0, atol=1e-6)
+        np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+
+
 def test_exact_samples_are_returned_as_they_are():
     buf = two_samples()
     np.testing.assert_array_equal(buf.lookup(10.0).T, T0)

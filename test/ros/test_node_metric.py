@@ -300,6 +300,12 @@ def test_odometry_faults_are_stated_and_counted_and_never_mislabel_points(ros, c
             send(stamps[i], _true_odom(poses[i]))
         send(stamps[2], _true_odom(poses[2]))
         send(stamps[5] + 0.01, _true_odom(poses[5]), frame_id='map')
+        broken = PoseStamped()
+        broken.header.frame_id = 'odom'
+        broken.pose.orientation.w = 0.0  # a zero quaternion is no rotation at all
+        broken.header.stamp = image_msg(np.zeros((1, 1, 3), np.uint8), stamps[5] + 0.02
+                                        ).header.stamp
+        pub.publish(broken)
         buffer = live.node._pose_buffer
         live.wait_for(lambda: buffer.added == 6 and buffer.backwards == 1, 10, 'odometry')
         _feed(live, 500.0)
@@ -311,6 +317,7 @@ def test_odometry_faults_are_stated_and_counted_and_never_mislabel_points(ros, c
         assert int(values['metric_fault_odometry_stale']) >= 2
         assert values['odometry_backwards'] == '1'
         assert values['metric_input_odometry_wrong_frame'] == '1'
+        assert values['metric_input_odometry_malformed'] == '1'
         # Aligned once, the last alignment is held: every point message is in odom, and the
         # frames after the odometry stopped are still published there.
         assert {m.header.frame_id for m in points.values()} == {'odom'}
