@@ -14,7 +14,9 @@ FPS and latency percentiles.
 
 ``--metric SOURCE`` instead plays a bag through the node's own online metric alignment
 (:mod:`spann3r_ros.cli.metric_run`) and scores its outputs in metres with no alignment of its
-own, beside the Sim(3)-aligned scores of the same run (:mod:`spann3r_ros.cli.metric_score`).
+own, beside the Sim(3)-aligned scores of the same run (:mod:`spann3r_ros.cli.metric_score`);
+``metric_map.png`` draws what it published on the ground truth, in the output frame
+(:mod:`spann3r_ros.cli.metric_preview`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from spann3r_ros.cli.metric_options import (
     DEFAULT_GT_POSE_TOPIC,
     node_config,
 )
+from spann3r_ros.cli.metric_preview import render_metric_map
 from spann3r_ros.cli.metric_run import open_session, run_metric
 from spann3r_ros.cli.metric_score import metric_markdown, score_metric_run
 from spann3r_ros.cli.metric_topics import metric_topics
@@ -180,7 +183,19 @@ def _run_metric(args: argparse.Namespace) -> dict:
     report.update(sequence=args.sequence.name, checkpoint=str(args.checkpoint),
                   topics={k: v for k, v in chosen.__dict__.items() if k != 'tf'})
     eval_report.write_report(args.out, report, clouds, metric_markdown(report))
+    if clouds:
+        state = report['alignment'].get('final_state')
+        render_metric_map(args.out / 'metric_map.png', *clouds['prediction'],
+                          clouds['ground_truth'][0], clouds['published_path'][0],
+                          clouds['true_path'][0], run.frame_id,
+                          title=f'{args.sequence.name}: metric_source {cfg.metric_source}, '
+                          f'final state {state}, scale error '
+                          f'{_percent(report["alignment"].get("scale_error"))}')
     return report
+
+
+def _percent(fraction: Optional[float]) -> str:
+    return 'n/a' if fraction is None else f'{100 * fraction:+.1f}%'
 
 
 if __name__ == '__main__':

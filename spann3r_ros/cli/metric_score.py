@@ -9,7 +9,9 @@
   for ``depth`` the output frame is the first camera's, REP 103 axes, reached through that
   camera's ground-truth pose and ``R_BODY_OPTICAL``.
 * **scale error**: the node's final scale against the Sim(3) oracle, the Umeyama scale from the
-  reconstruction-frame camera centres to the ground-truth ones: ``scale / oracle - 1``.
+  reconstruction-frame camera centres to the ground-truth ones: ``scale / oracle - 1``; and
+  against the geometry's scale (:func:`geometry_scale`: true over reconstructed distance from
+  each camera to its points), which differ when the model's path is wrong and its depth right.
 * **unaligned**: Acc / Comp of the same pixels in the reconstruction's own frame (what the
   metric figures would be were the alignment skipped), each way on an even subsample of at
   most :data:`UNALIGNED_QUERIES` query points: far-off points are slow to look up, and these
@@ -108,11 +110,35 @@ def oracle_scale(run: MetricRun) -> Optional[float]:
     return float(umeyama(src, dst, with_scale=True)[0])
 
 
+def geometry_scale(run: MetricRun, views: list[tuple[Published, Any]]) -> Optional[float]:
+    """Return the median ratio of true to reconstructed distance from camera to point.
+
+    Over the published pixels valid in both, in the reconstruction's frame: the scale of the
+    geometry the node reconstructed, which a model whose path is wrong can have right (then the
+    trajectory oracle, :func:`oracle_scale`, is not what the depth route should meet).
+    """
+    poses = dict(run.trajectory)
+    ratios = []
+    for p, v in views:
+        T = poses.get(p.stamp)
+        valid = p.mask & v.valid
+        if T is None or not valid.any():
+            continue
+        pred = np.linalg.norm(p.reconstruction_points()[valid] - T[:3, 3], axis=1)
+        true = np.linalg.norm(v.pts_world[valid] - v.T_world_cam[:3, 3], axis=1)
+        keep = pred > 0
+        ratios.append(true[keep] / pred[keep])
+    ratios = np.concatenate(ratios) if ratios else np.zeros(0)
+    return float(np.median(ratios)) if len(ratios) else None
+
+
 def score_metric_run(run: MetricRun, use_icp: bool = True) -> tuple[dict, dict]:
     """Score ``run`` (see the module docstring).
 
-    :return: ``(report, clouds)``: the JSON-ready report and the metric prediction and
-        ground-truth clouds in the output frame.
+    :return: ``(report, clouds)``: the JSON-ready report and, in the output frame, the metric
+        prediction and ground-truth clouds and the published and true camera centres of the
+        frames scored (``prediction``, ``ground_truth``, ``published_path``, ``true_path``;
+        empty before the first alignment).
     :raises ValueError: without ground truth for the first camera or for any published frame.
     """
     if run.first_stamp is None or not run.published:
@@ -133,6 +159,11 @@ def score_metric_run(run: MetricRun, use_icp: bool = True) -> tuple[dict, dict]:
                               'frames_without_ground_truth': len(run.published) - len(views),
                               'wall_s': run.wall_s}
     report['alignment'] = alignment_summary(run, oracle_scale(run))
+    geometry = geometry_scale(run, views)
+    scale = report['alignment']['scale']
+    report['alignment'].update(
+        geometry_scale=geometry,
+        scale_error_geometry=scale / geometry - 1.0 if scale is not None and geometry else None)
     clouds, metric, unaligned = {}, None, None
     aligned = [(p, v) for p, v in views if not p.held]
     pred, pred_recon, gt, rgb = [], [], [], []
@@ -148,10 +179,11 @@ def score_metric_run(run: MetricRun, use_icp: bool = True) -> tuple[dict, dict]:
         metric.update(frames=len(aligned), points=len(pred_all))
         unaligned = unaligned_scores(np.concatenate(pred_recon), gt_all)
         posed = [(p.T[:3, 3], v.T_world_cam[:3, 3]) for p, v in aligned if p.T is not None]
-        metric['ate'] = _ate(np.array([e for e, _ in posed]).reshape(-1, 3),
-                             transform_points(T_out_world,
-                                              np.array([g for _, g in posed]).reshape(-1, 3)))
-        clouds = {'prediction': (pred_all, np.concatenate(rgb)), 'ground_truth': (gt_all, None)}
+        est = np.array([e for e, _ in posed]).reshape(-1, 3)
+        ref = transform_points(T_out_world, np.array([g for _, g in posed]).reshape(-1, 3))
+        metric['ate'] = _ate(est, ref)
+        clouds = {'prediction': (pred_all, np.concatenate(rgb)), 'ground_truth': (gt_all, None),
+                  'published_path': (est, None), 'true_path': (ref, None)}
     report['metric'] = metric
     report['unaligned'] = unaligned
     report['sim3'] = sim3_scores(run, views, T0, use_icp)
@@ -202,7 +234,8 @@ def metric_markdown(report: dict[str, Any]) -> str:
              f'{_f(a.get("frames_until_aligned"))}; {a.get("frames_held")} outputs held back '
              f'({_pct(held)}). Scale '
              f'{_f(a.get("scale"))} m/unit, Sim(3) oracle {_f(a.get("oracle_scale"))}: scale '
-             f'error **{_pct(a.get("scale_error"))}**.', '',
+             f'error **{_pct(a.get("scale_error"))}**; against the geometry\'s scale '
+             f'{_f(a.get("geometry_scale"))}: {_pct(a.get("scale_error_geometry"))}.', '',
              '| | metric, no alignment | Sim(3)-aligned (official protocol) | reconstruction '
              'frame, unaligned |', '|---|---|---|---|']
     sm = s.get('metrics') or {}

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import test_replay_reconstruct
 
+from spann3r_model.io.ply import read_ply
 from spann3r_ros.bags.writer import BagOptions, write_synthetic_bag
 from spann3r_ros.cli.eval import main as eval_main
 from spann3r_ros.cli.metric_options import parse_params
+from spann3r_ros.cli.metric_preview import height_band, render_metric_map
 from spann3r_ros.cli.metric_truth import TruthCollector
 from spann3r_ros.synthetic.odometry import OdometryNoise
 from spann3r_ros.synthetic.scene import SyntheticConfig, SyntheticScene
@@ -81,6 +83,13 @@ def test_odometry_run_is_scored_in_the_odom_frame(bags, tmp_path, capsys):
     assert m['acc'] < 0.4 * report['unaligned']['acc']
     assert m['ate']['rmse'] < 0.2
     assert 'Sim(3)-aligned' in capsys.readouterr().out
+    # The figure of what was published on the ground truth, and the clouds it is drawn from.
+    assert (tmp_path / 'metric_map.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    published = read_ply(tmp_path / 'published_path.ply')['xyz']
+    truth = read_ply(tmp_path / 'true_path.ply')['xyz']
+    assert len(published) == len(truth) == m['ate']['n']
+    rmse = np.sqrt(np.mean(np.sum((published - truth) ** 2, axis=1)))
+    assert rmse == pytest.approx(m['ate']['rmse'], rel=1e-5)
 
 
 def test_depth_scale_is_within_ten_percent_of_the_sim3_oracle(bags, tmp_path):
@@ -88,6 +97,10 @@ def test_depth_scale_is_within_ten_percent_of_the_sim3_oracle(bags, tmp_path):
     a = report['alignment']
     assert a['frame_id'] == 'map' and a['frames_until_aligned'] == 1
     assert abs(a['scale_error']) < 0.1
+    # Against the scale of the reconstructed geometry (true over reconstructed camera-to-point
+    # distances, from the ground truth alone) the depth scale is closer still.
+    assert abs(a['scale_error_geometry']) < 0.05
+    assert a['scale'] / a['geometry_scale'] - 1.0 == pytest.approx(a['scale_error_geometry'])
     # The network's own scale (identity) is far from metric on these weights.
     assert abs(1.0 / a['oracle_scale'] - 1.0) > 0.25
 
@@ -126,6 +139,19 @@ def test_bad_input_exits_2_with_one_line(bags, tiny_checkpoint, tmp_path, capsys
               if line.startswith('spann3r-eval: error:')]
     assert rc == 2 and len(errors) == 1 and message in errors[0], errors
     assert not (tmp_path / 'out').exists()
+
+
+def test_the_metric_map_slices_the_room_between_floor_and_ceiling(tmp_path):
+    floor = np.column_stack([np.random.default_rng(0).uniform(0, 4, (500, 2)), np.zeros(500)])
+    wall = np.column_stack([np.full(200, 4.0), np.linspace(0, 4, 200), np.linspace(0, 2.5, 200)])
+    gt = np.concatenate([floor, floor + [0, 0, 2.5], wall])
+    low, high = height_band(gt)
+    assert low == pytest.approx(0.5) and high == pytest.approx(2.0)
+    out = render_metric_map(tmp_path / 'm.png', gt * 0.9, None, gt, gt[:3], gt[:3], 'odom')
+    assert out.read_bytes()[:4] == b'\x89PNG'
+    with pytest.raises(ValueError, match='empty'):
+        render_metric_map(tmp_path / 'e.png', gt[:0], None, gt, gt[:3], gt[:3], 'odom')
+    assert not (tmp_path / 'e.png').exists()
 
 
 def test_params_are_yaml_and_strings_stay_strings():
