@@ -56,19 +56,29 @@ from spann3r_ros.cli.metric_topics import metric_topics
 from spann3r_ros.cli.playback_score import report_markdown
 
 
-def open_sequence(path: Path, workdir: Path, scene: Optional[str] = None) -> ScanNetScene:
+def open_sequence(path: Path, workdir: Path, scene: Optional[str] = None,
+                  pose: Optional[str] = None) -> tuple[ScanNetScene, Optional[dict]]:
     """Open a ScanNet scene: a dataset folder, or a bag exported into ``workdir``.
 
-    :raises ValueError: when ``path`` is neither, or holds several scenes and none is chosen.
+    :param pose: for a bag, where the ground-truth poses come from (``spann3r-export --pose``;
+        None: ``auto``).
+    :return: the scene, and for a bag the export manifest's ``pose`` entry (which source).
+    :raises ValueError: when ``path`` is neither, holds several scenes and none is chosen, or
+        ``pose`` is given for a dataset folder.
     """
     path = Path(path)
     if not path.exists():
         raise ValueError(f'{path} does not exist')
     is_bag = path.suffix in ('.bag', '.mcap', '.db3') or (path / 'metadata.yaml').exists()
+    pose_info = None
     if is_bag:
         out = Path(workdir) / 'exported'
-        export_bag(path, out, ExportOptions(color_format='png'), progress=False)
+        manifest = export_bag(path, out, ExportOptions(color_format='png', pose=pose or 'auto'),
+                              progress=False)
+        pose_info = manifest.get('pose')
         path = out
+    elif pose is not None:
+        raise ValueError(f'--pose applies to bags; {path} is a dataset folder with its own poses')
     scenes = find_scenes(path)
     if scene is not None:
         scenes = [s for s in scenes if s.name == scene]
@@ -77,7 +87,7 @@ def open_sequence(path: Path, workdir: Path, scene: Optional[str] = None) -> Sca
     if len(scenes) > 1:
         raise ValueError(f'{path} holds {len(scenes)} scenes; choose one with --scene: '
                          f'{[s.name for s in scenes]}')
-    return ScanNetScene(scenes[0])
+    return ScanNetScene(scenes[0]), pose_info
 
 
 def write_outputs(out: Path, report: dict, clouds: dict, plot: dict) -> None:
@@ -106,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_frame_options(p, 'use every K-th frame (kf_every)')
     add_engine_options(p)
     p.add_argument('--no-icp', action='store_true', help='skip the ICP refinement')
+    p.add_argument('--pose',
+                   help="a bag's ground-truth camera poses, as spann3r-export --pose: auto "
+                   '(default), tf:PARENT:CHILD, topic:NAME. On a robot bag TF is the '
+                   "odometry; spann3r-synth --odometry bags hold the truth on "
+                   'topic:/ground_truth/pose')
     p.add_argument('--namespace',
                    help='--live: namespace of the running node (live.launch.py: spann3r). '
                    'Default: found on the ROS graph when exactly one Spann3R node runs')
@@ -148,7 +163,7 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, work: Path) -> dict:
-    scene = open_sequence(args.sequence, work, args.scene)
+    scene, pose_info = open_sequence(args.sequence, work, args.scene, args.pose)
     frame_ids = frame_selection(args, scene.frame_ids)
     latencies = None
     if args.live:
@@ -157,6 +172,7 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
                                         rate=args.rate, timeout=args.timeout,
                                         min_confidence=args.min_confidence,
                                         use_icp=not args.no_icp)
+        report['ground_truth_pose'] = pose_info
         write_outputs(args.out, report, clouds, plot)
         return report
     if args.predictions is not None:
@@ -166,6 +182,7 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
         preds, latencies = run_session(session, scene, frame_ids)
     report, clouds, plot = evaluate(scene, frame_ids, preds, latencies, not args.no_icp)
     report['checkpoint'] = None if args.checkpoint is None else str(args.checkpoint)
+    report['ground_truth_pose'] = pose_info
     write_outputs(args.out, report, clouds, plot)
     return report
 

@@ -72,6 +72,9 @@ def check_metric_options(args: argparse.Namespace) -> None:
         raise ValueError('--metric needs camera poses: leave out --no-pose')
     if args.scene is not None:
         raise ValueError('--metric reads a bag: --scene does not apply')
+    if getattr(args, 'pose', None) is not None:
+        raise ValueError('--metric takes the ground truth from --gt-pose-topic: --pose does '
+                         'not apply')
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:

@@ -126,6 +126,8 @@ def test_both_takes_the_depth_scale_and_the_odom_frame(bags, tmp_path):
      'no ground truth: the bag has no topic /ground_truth/pose (--gt-pose-topic)'),
     ('robot', ['--metric', 'depth', '--depth-topic', '/nope'], "topic '/nope' (--depth-topic)"),
     ('robot', ['--odom-frame', 'odom'], '--odom-frame needs --metric'),
+    ('robot', ['--metric', 'depth', '--pose', 'topic:/ground_truth/pose'],
+     '--pose does not apply'),
     ('robot', ['--metric', 'depth', '--no-pose'], '--metric needs camera poses'),
     ('robot', ['--metric', 'depth', '--param', 'min_confidence'], 'NAME=VALUE'),
     ('robot', ['--metric', 'depth', '--param', 'metric_source=none'], 'set it with --metric'),
@@ -152,6 +154,25 @@ def test_the_metric_map_slices_the_room_between_floor_and_ceiling(tmp_path):
     with pytest.raises(ValueError, match='empty'):
         render_metric_map(tmp_path / 'e.png', gt[:0], None, gt, gt[:3], gt[:3], 'odom')
     assert not (tmp_path / 'e.png').exists()
+
+
+@pytest.mark.parametrize('pose, source, names', [
+    (None, 'tf', 'odom'), ('topic:/ground_truth/pose', 'topic', '/ground_truth/pose')])
+def test_plain_evaluation_of_a_robot_bag_says_where_its_truth_came_from(
+        bags, tiny_checkpoint, tmp_path, pose, source, names):
+    extra = [] if pose is None else ['--pose', pose]
+    assert eval_main([str(bags['robot']), '--checkpoint', str(tiny_checkpoint), '--device',
+                      'cpu', '--image-size', '32', '--out', str(tmp_path), '--every', '4',
+                      *extra]) == 0
+    truth = _strict((tmp_path / 'report.json').read_text())['ground_truth_pose']
+    assert truth['source'] == source and names in truth['description'], truth
+
+
+def test_pose_is_refused_for_a_dataset_folder(tiny_checkpoint, tmp_path, capsys):
+    (tmp_path / 'data' / 'scans').mkdir(parents=True)
+    rc = eval_main([str(tmp_path / 'data'), '--checkpoint', str(tiny_checkpoint), '--out',
+                    str(tmp_path / 'out'), '--pose', 'topic:/x'])
+    assert rc == 2 and '--pose applies to bags' in capsys.readouterr().err
 
 
 def test_params_are_yaml_and_strings_stay_strings():
