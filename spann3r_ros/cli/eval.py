@@ -47,6 +47,7 @@ from spann3r_ros.cli.metric_options import (
     add_metric_options,
     check_metric_options,
     DEFAULT_GT_POSE_TOPIC,
+    gt_tf_chain,
     node_config,
 )
 from spann3r_ros.cli.metric_preview import render_metric_map
@@ -193,7 +194,8 @@ def _run_metric(args: argparse.Namespace) -> dict:
         topics = bag.topics
     probe = node_config(args, depth_topic='depth')
     chosen = metric_topics(topics, probe, args.image_topic, args.depth_topic,
-                           args.gt_pose_topic or DEFAULT_GT_POSE_TOPIC)
+                           args.gt_pose_topic or DEFAULT_GT_POSE_TOPIC,
+                           gt_tf_chain(args.gt_pose_tf))
     cfg = node_config(args, depth_topic=chosen.depth)
     run = run_metric(args.sequence, cfg, chosen, open_session(cfg), args.every, args.max_frames)
     report, clouds = score_metric_run(run, use_icp=not args.no_icp)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -14,7 +14,8 @@ METRIC_CHOICES = ('odometry', 'depth', 'both')
 #: Options that only apply with ``--metric`` (dest: flag), all defaulting to None.
 METRIC_ONLY = {'odometry_source': '--odometry-source', 'odometry_topic': '--odometry-topic',
                'odom_frame': '--odom-frame', 'depth_topic': '--depth-topic',
-               'image_topic': '--image-topic', 'gt_pose_topic': '--gt-pose-topic'}
+               'image_topic': '--image-topic', 'gt_pose_topic': '--gt-pose-topic',
+               'gt_pose_tf': '--gt-pose-tf'}
 #: Node parameters that have their own option, so ``--param`` does not set them.
 OWN_OPTIONS = {'checkpoint': '--checkpoint', 'metric_source': '--metric',
                'odometry_source': '--odometry-source', 'odometry_topic': '--odometry-topic',
@@ -47,8 +48,11 @@ def add_metric_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--image-topic', help="colour topic (default: the bag's only one)")
     g.add_argument('--gt-pose-topic',
                    help='PoseStamped of the camera optical frame in the ground-truth world '
-                   f'(default {DEFAULT_GT_POSE_TOPIC}); the world is taken to be --odom-frame '
-                   'for odometry / both')
+                   f'(default {DEFAULT_GT_POSE_TOPIC}). For odometry / both a world of another '
+                   'name than --odom-frame is related to it at the first scored frame')
+    g.add_argument('--gt-pose-tf', metavar='WORLD:CAMERA_FRAME',
+                   help="the ground truth as a TF chain of the bag instead (motion capture, a "
+                   "simulator's truth): WORLD -> the camera's optical frame")
     g.add_argument('--param', action='append', default=[], metavar='NAME=VALUE',
                    help='a node parameter, as YAML (repeatable), e.g. '
                    'alignment_min_baseline=0.05 or base_to_camera=[0,0,0,-0.5,0.5,-0.5,0.5]')
@@ -72,9 +76,27 @@ def check_metric_options(args: argparse.Namespace) -> None:
         raise ValueError('--metric needs camera poses: leave out --no-pose')
     if args.scene is not None:
         raise ValueError('--metric reads a bag: --scene does not apply')
+    if args.gt_pose_tf is not None:
+        if args.gt_pose_topic is not None:
+            raise ValueError('--gt-pose-topic and --gt-pose-tf both give the ground truth: '
+                             'choose one')
+        gt_tf_chain(args.gt_pose_tf)
     if getattr(args, 'pose', None) is not None:
         raise ValueError('--metric takes the ground truth from --gt-pose-topic: --pose does '
                          'not apply')
+
+
+def gt_tf_chain(spec: Optional[str]) -> Optional[tuple[str, str]]:
+    """Return ``(world, camera)`` of ``--gt-pose-tf WORLD:CAMERA_FRAME`` (None: not given).
+
+    :raises ValueError: for anything but two non-empty frame names.
+    """
+    if spec is None:
+        return None
+    parts = [p.strip().lstrip('/') for p in spec.split(':')]
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f'--gt-pose-tf takes WORLD:CAMERA_FRAME, got {spec!r}')
+    return parts[0], parts[1]
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:

@@ -85,6 +85,7 @@ class MetricRun:
     status: dict[str, str]
     truth: TruthCollector
     first_stamp: Optional[float]
+    odometry_poses: dict[float, np.ndarray] = field(default_factory=dict)
     frames_fed: int = 0
     input_faults: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
@@ -100,6 +101,18 @@ class BagInputs(MetricInputs):
     def __init__(self, cfg: NodeConfig, topics: MetricTopics) -> None:
         super().__init__(cfg)
         self.topics = topics
+        #: ``{stamp: T_odom_cam}`` of every frame the alignment found odometry for.
+        self.odometry_poses: dict[float, np.ndarray] = {}
+        if self.lookup is not None:
+            self.lookup = self._recorded(self.lookup)
+
+    def _recorded(self, lookup: Any) -> Any:
+        def recorded(stamp: float, camera_frame: str) -> Any:
+            found = lookup(stamp, camera_frame)
+            if found.T is not None:
+                self.odometry_poses.setdefault(stamp, found.T)
+            return found
+        return recorded
 
     def check_connected(self, stamp: float, camera_frame: str) -> None:
         """Refuse odometry that never connected the odometry frame to the camera.
@@ -167,17 +180,19 @@ def run_metric(bag_path: Path, cfg: NodeConfig, topics: MetricTopics, session: A
 
     worker = ReconstructionWorker(session, VoxelMap(cfg.map_voxel_size, cfg.map_max_points),
                                   cfg, publish, LOG, pipelined=False, metric=metric)
-    truth = TruthCollector(cfg.image_size, cfg.depth_max_dt)
+    truth = TruthCollector(cfg.image_size, cfg.depth_max_dt, tf_chain=topics.gt_tf)
     gate = InputGate(cfg.keyframe_every, cfg.keyframe_min_interval)
     colour_info: Optional[tuple[np.ndarray, int, int]] = None
     seen = fed = 0
     first_stamp = None
-    tf = dict(topics.tf)
+    tf, truth_tf = dict(topics.tf), dict(topics.truth_tf)
     t0 = time.monotonic()
     with BagReader(bag_path) as bag:
         for topic, _, msg in bag.messages(topics.all()):
             if topic == topics.depth_info:  # may be the colour camera_info too
                 inputs.on_depth_info(msg)
+            if topic in truth_tf:
+                truth.add_tf(msg, truth_tf[topic])
             if topic in tf:
                 inputs.on_tf(msg, tf[topic])
             elif topic == topics.odometry:
@@ -188,8 +203,8 @@ def run_metric(bag_path: Path, cfg: NodeConfig, topics: MetricTopics, session: A
                 except ValueError:
                     colour_info = None  # uncalibrated: the node estimates the focal
             elif topic == topics.gt_pose:
-                _, T = msg_pose(msg)
-                truth.add_pose(stamp_seconds(msg.header), T)
+                frame_id, T = msg_pose(msg)
+                truth.add_pose(stamp_seconds(msg.header), T, frame_id)
             elif topic == topics.depth:
                 stamp = stamp_seconds(msg.header)
                 try:
@@ -218,10 +233,12 @@ def run_metric(bag_path: Path, cfg: NodeConfig, topics: MetricTopics, session: A
                     inputs.check_connected(*last)
     if 0 < fed < EARLY_CHECK_FRAMES:
         inputs.check_connected(*last)
+    truth.check_tf()
     return MetricRun(config=cfg, topics=topics, published=published,
                      trajectory=worker.trajectory_copy(), transform=metric.transform(),
                      frame_id=metric.frame_id, status=metric.status(), truth=truth,
-                     first_stamp=first_stamp, frames_fed=fed, input_faults=dict(inputs.faults),
+                     first_stamp=first_stamp, odometry_poses=inputs.odometry_poses,
+                     frames_fed=fed, input_faults=dict(inputs.faults),
                      wall_s=time.monotonic() - t0)
 
 

@@ -4,10 +4,10 @@
   them, in the output frame) against the ground-truth points of the same pixels expressed in
   that frame, Acc / Comp / NC with :func:`~spann3r_model.evaluation.metrics
   .reconstruction_metrics`; ATE of the published camera centres against the ground-truth
-  ones, no alignment. The ground-truth world is taken to be the output frame for ``odometry``
-  and ``both`` (``odom`` coincides with the world at the first sample in the synthetic bags);
-  for ``depth`` the output frame is the first camera's, REP 103 axes, reached through that
-  camera's ground-truth pose and ``R_BODY_OPTICAL``.
+  ones, no alignment. For ``odometry`` and ``both`` the ground truth reaches ``odom`` as
+  :func:`output_from_world` says (the same frame by name, or related at the odometry's first
+  scored pose); for ``depth`` the output frame is the first camera's, REP 103 axes, reached
+  through that camera's ground-truth pose and ``R_BODY_OPTICAL``.
 * **scale error**: the node's final scale against the Sim(3) oracle, the Umeyama scale from the
   reconstruction-frame camera centres to the ground-truth ones: ``scale / oracle - 1``; and
   against the geometry's scale (:func:`geometry_scale`: true over reconstructed distance from
@@ -49,9 +49,25 @@ def _rigid_inverse(T: np.ndarray) -> np.ndarray:
 
 
 def output_from_world(run: MetricRun, T_world_cam0: np.ndarray) -> np.ndarray:
-    """Return ``[4, 4]`` from the ground-truth world to the run's output frame."""
+    """Return ``[4, 4]`` from the ground-truth world to the run's output frame.
+
+    ``depth``: the first camera's frame, REP 103 axes. ``odometry`` / ``both``: ``odom``. When
+    the ground truth is given in a frame of that name, the two are one; otherwise (a motion
+    capture ``world``, a simulator's ``map``) they are related where the odometry starts to be
+    scored: at the first frame with both an odometry pose and a true one, the odometry is taken
+    to be exact, and its error grows from there as a robot's does.
+
+    :raises ValueError: when no frame has both poses.
+    """
     if run.config.metric_settings().uses_odometry:
-        return np.eye(4)
+        if run.truth.world_frame == run.config.odom_frame.lstrip('/'):
+            return np.eye(4)
+        for stamp in sorted(run.odometry_poses):
+            T_world_cam = run.truth.pose(stamp)
+            if T_world_cam is not None:
+                return run.odometry_poses[stamp] @ _rigid_inverse(T_world_cam)
+        raise ValueError('no frame has both an odometry pose and a ground-truth pose, so the '
+                         'ground truth cannot be expressed in the odometry frame')
     T_map_optical = np.eye(4)
     T_map_optical[:3, :3] = R_BODY_OPTICAL
     return T_map_optical @ _rigid_inverse(T_world_cam0)

@@ -18,6 +18,8 @@ import numpy as np
 from spann3r_model.data.crop import crop_rgbd, CroppedRGBD
 from spann3r_model.evaluation.gt_views import GroundTruthView
 from spann3r_model.geometry.camera import backproject
+from spann3r_ros.bags.tf_buffer import TfBuffer, TfLookupError
+from spann3r_ros.formats.message_fields import matrix_from
 from spann3r_ros.pipeline.pose_buffer import PoseBuffer
 
 #: Colour or depth images waiting for their partner.
@@ -33,13 +35,19 @@ class TruthCollector:
     :param max_dt: the largest stamp difference between a colour and its depth image, seconds.
     :param timeout: ground-truth poses further apart than this are not interpolated, seconds.
     :param tolerance: a frame may lie this far beyond the first or last pose, seconds.
+    :param tf_chain: ``(world, camera optical frame)`` to take the poses from the bag's TF
+        (:meth:`add_tf`) instead of a pose topic (:meth:`add_pose`).
     """
 
     def __init__(self, size: int, max_dt: float, timeout: float = 0.5,
-                 tolerance: float = 0.05) -> None:
+                 tolerance: float = 0.05, tf_chain: Optional[tuple[str, str]] = None) -> None:
         self.size = size
         self.max_dt = max_dt
         self.poses = PoseBuffer(timeout, tolerance, MAX_POSES)
+        self.tf_chain = tf_chain
+        self.tf = TfBuffer(tolerance) if tf_chain is not None else None
+        #: The ground-truth world's frame name (the pose topic's frame_id, or the TF parent).
+        self.world_frame: Optional[str] = None if tf_chain is None else tf_chain[0].lstrip('/')
         self._colour: OrderedDict[float, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._depth: OrderedDict[float, np.ndarray] = OrderedDict()
         self._crops: dict[float, CroppedRGBD] = {}
@@ -74,12 +82,43 @@ class TruthCollector:
         K_depth[:2] *= scale
         self._crops[stamp] = crop_rgbd(rgb, depth, K_depth, self.size, 'image')
 
-    def add_pose(self, stamp: float, T_world_cam: np.ndarray) -> None:
-        """Add a ground-truth pose of the camera optical frame."""
+    def add_pose(self, stamp: float, T_world_cam: np.ndarray,
+                 frame_id: Optional[str] = None) -> None:
+        """Add a ground-truth pose of the camera optical frame (in world ``frame_id``)."""
         self.poses.add(stamp, T_world_cam)
+        if frame_id and self.world_frame is None:
+            self.world_frame = frame_id.lstrip('/')
+
+    def add_tf(self, msg: Any, static: bool) -> None:
+        """Add the transforms of a ``tf2_msgs/TFMessage`` (the ground truth's TF chain)."""
+        for t in msg.transforms:
+            try:
+                T = matrix_from(t.transform.translation, t.transform.rotation)
+            except ValueError:
+                continue  # the node drops and counts it; the truth is read from the rest
+            stamp = t.header.stamp.sec + t.header.stamp.nanosec * 1e-9
+            self.tf.add(t.header.frame_id, t.child_frame_id, stamp, T, static)
+
+    def check_tf(self) -> None:
+        """Refuse a TF chain that never connects.
+
+        :raises ValueError: naming the chain and the frames the bag's TF has.
+        """
+        if self.tf is None:
+            return
+        world, camera = self.tf_chain
+        try:
+            self.tf.check_chain(world, camera)
+        except TfLookupError as exc:
+            raise ValueError(f'no ground truth: --gt-pose-tf {world}:{camera}: {exc}') from None
 
     def pose(self, stamp: float) -> Optional[np.ndarray]:
         """Return the ground-truth pose at ``stamp`` (interpolated), or None."""
+        if self.tf is not None:
+            try:
+                return self.tf.lookup(*self.tf_chain, stamp)
+            except TfLookupError:
+                return None
         found = self.poses.lookup(stamp)
         return found.T if found.state == 'ok' else None
 

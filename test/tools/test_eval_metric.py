@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 import test_replay_reconstruct
 
 from spann3r_model.io.ply import read_ply
-from spann3r_ros.bags.writer import BagOptions, write_synthetic_bag
+from spann3r_ros.bags.reader import BagReader
+from spann3r_ros.bags.writer import BagOptions, BagWriter, write_synthetic_bag
 from spann3r_ros.cli.eval import main as eval_main
 from spann3r_ros.cli.metric_options import parse_params
 from spann3r_ros.cli.metric_preview import height_band, render_metric_map
@@ -28,6 +30,40 @@ SHORT_RUN = ['--param', 'alignment_min_baseline=0.02', '--param', 'alignment_min
 tiny_checkpoint = test_replay_reconstruct.tiny_checkpoint
 
 
+#: A motion-capture world: the room's ground truth moved and turned, so it is not ``odom``.
+T_MOCAP_MAP = np.eye(4)
+T_MOCAP_MAP[:3, :3] = Rotation.from_euler('xyz', [5.0, -3.0, 70.0], degrees=True).as_matrix()
+T_MOCAP_MAP[:3, 3] = [4.0, -2.5, 0.3]
+
+
+def _as_mocap_tf(source, target):
+    """Copy ``source`` with its ground-truth topic replaced by TF ``mocap -> camera_gt``."""
+    with BagReader(source) as bag, BagWriter(target) as out:
+        types = out.typestore.types
+        Tf = types['tf2_msgs/msg/TFMessage']
+        Stamped = types['geometry_msgs/msg/TransformStamped']
+        Transform = types['geometry_msgs/msg/Transform']
+        Vector3 = types['geometry_msgs/msg/Vector3']
+        Quaternion, Header = types['geometry_msgs/msg/Quaternion'], types['std_msgs/msg/Header']
+        for topic, ns, msg in bag.messages(list(bag.topics)):
+            if topic != '/ground_truth/pose':
+                out.write(topic, msg, ns)
+                continue
+            p, q = msg.pose.position, msg.pose.orientation
+            T = np.eye(4)
+            T[:3, :3] = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
+            T[:3, 3] = [p.x, p.y, p.z]
+            T = T_MOCAP_MAP @ T
+            qx, qy, qz, qw = Rotation.from_matrix(T[:3, :3]).as_quat()
+            stamped = Stamped(header=Header(stamp=msg.header.stamp, frame_id='mocap'),
+                              child_frame_id='camera_gt',
+                              transform=Transform(translation=Vector3(x=T[0, 3], y=T[1, 3],
+                                                                      z=T[2, 3]),
+                                                  rotation=Quaternion(x=qx, y=qy, z=qz, w=qw)))
+            out.write('/tf', Tf(transforms=[stamped]), ns)
+    return target
+
+
 @pytest.fixture(scope='module')
 def bags(tmp_path_factory):
     """A robot bag (odometry with drift and noise, noisy depth), a plain one, one without GT."""
@@ -35,7 +71,8 @@ def bags(tmp_path_factory):
     scene = SyntheticScene(SyntheticConfig(width=160, height=120, num_frames=12, seed=0))
     robot = BagOptions(odometry=True, odometry_noise=OdometryNoise(noise_m=0.002, drift=0.01),
                        depth_noise=0.02, depth_invalid=0.1)
-    return {'robot': write_synthetic_bag(scene, root / 'robot', options=robot),
+    robot_bag = write_synthetic_bag(scene, root / 'robot', options=robot)
+    return {'robot': robot_bag, 'mocap': _as_mocap_tf(robot_bag, root / 'mocap'),
             'plain': write_synthetic_bag(scene, root / 'plain'),
             'no_gt': write_synthetic_bag(scene, root / 'no_gt',
                                          options=BagOptions(gt_pose=False))}
@@ -92,6 +129,21 @@ def test_odometry_run_is_scored_in_the_odom_frame(bags, tmp_path, capsys):
     assert rmse == pytest.approx(m['ate']['rmse'], rel=1e-5)
 
 
+@pytest.mark.parametrize('metric', ['odometry', 'depth'])
+def test_ground_truth_from_a_tf_chain_in_another_world_scores_the_same(bags, tmp_path, metric):
+    """A motion-capture world is not odom: it is related to it where the scoring starts."""
+    topic = _run(bags['robot'], tmp_path / 'topic', '--metric', metric, *SHORT_RUN)
+    tf = _run(bags['mocap'], tmp_path / 'tf', '--metric', metric, *SHORT_RUN,
+              '--gt-pose-tf', 'mocap:camera_gt')
+    assert tf['topics']['gt_tf'] == ['mocap', 'camera_gt'] and tf['topics']['gt_pose'] is None
+    for key in ('acc', 'comp', 'nc'):
+        assert tf['metric'][key] == pytest.approx(topic['metric'][key], rel=1e-3, abs=1e-4), key
+    assert tf['metric']['ate']['rmse'] == pytest.approx(topic['metric']['ate']['rmse'],
+                                                        rel=1e-3, abs=1e-4)
+    assert tf['alignment']['scale_error'] == pytest.approx(topic['alignment']['scale_error'],
+                                                           rel=1e-3, abs=1e-5)
+
+
 def test_depth_scale_is_within_ten_percent_of_the_sim3_oracle(bags, tmp_path):
     report = _run(bags['robot'], tmp_path, '--metric', 'depth')
     a = report['alignment']
@@ -128,6 +180,12 @@ def test_both_takes_the_depth_scale_and_the_odom_frame(bags, tmp_path):
     ('robot', ['--odom-frame', 'odom'], '--odom-frame needs --metric'),
     ('robot', ['--metric', 'depth', '--pose', 'topic:/ground_truth/pose'],
      '--pose does not apply'),
+    ('mocap', ['--metric', 'depth', '--gt-pose-tf', 'mocap'], 'WORLD:CAMERA_FRAME'),
+    ('mocap', ['--metric', 'depth', '--gt-pose-tf', 'a:b', '--gt-pose-topic', '/x'],
+     'choose one'),
+    ('mocap', ['--metric', 'depth'], 'for a TF chain use --gt-pose-tf'),
+    ('plain', ['--metric', 'depth', '--gt-pose-tf', 'mocap:camera_gt'],
+     "no ground truth: --gt-pose-tf mocap:camera_gt: frame 'mocap' never appears in TF"),
     ('robot', ['--metric', 'depth', '--no-pose'], '--metric needs camera poses'),
     ('robot', ['--metric', 'depth', '--param', 'min_confidence'], 'NAME=VALUE'),
     ('robot', ['--metric', 'depth', '--param', 'metric_source=none'], 'set it with --metric'),
