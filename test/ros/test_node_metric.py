@@ -18,6 +18,7 @@ import pytest
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image
+from std_srvs.srv import Trigger
 from test_node import make_node
 from tf2_msgs.msg import TFMessage
 
@@ -230,6 +231,52 @@ def test_tf_odometry_aligns_through_the_tf_tree(ros, checkpoint, reference, tmp_
         live.wait_for(lambda: len(_outputs(live, 'confidence')) == FRAMES - 1, 10, 'outputs')
         _check_aligned(live, poses, stamps)
         assert _diag(live)['metric_state'] == 'aligned'
+    finally:
+        live.close()
+
+
+def test_missing_then_stale_tf_is_stated_and_nothing_is_mislabelled(ros, checkpoint, reference,
+                                                                   tmp_path):
+    """TF without the odometry edge, then TF for six frames that stops: waiting, aligned, lost."""
+    poses, _ = reference
+    live = Harness(make_node(checkpoint, tmp_path, metric_source='odometry',
+                             odometry_source='tf', odometry_timeout=0.15, **METRIC))
+    try:
+        pubs = Publishers(live)
+        live.wait_for(lambda: pubs.tf.get_subscription_count() > 0 and
+                      pubs.tf_static.get_subscription_count() > 0, 10, 'TF match')
+        T_base_cam = _matrix(MOUNT)
+        pubs.tf_static.publish(TFMessage(transforms=[
+            _transform(0.0, 'base_link', 'cam', T_base_cam)]))
+        live.wait_for(lambda: 'cam' in live.node._metric_inputs.tf_frames, 10, 'static TF')
+        # No odom -> base_link yet: the first frames wait for odometry, nothing metric goes out.
+        live.feed(frames()[:3], start_stamp=400.0)
+        live.wait_for(lambda: len(_outputs(live, 'confidence')) == 2, 10, 'first outputs')
+        assert _outputs(live, 'points') == {} and _outputs(live, 'pose') == {}
+        waiting = _diag(live)
+        assert waiting['metric_state'] == 'waiting_for_odometry'
+        assert int(waiting['metric_fault_odometry_waiting']) >= 2
+        assert live.call(Trigger, '/spann3r_node/reset', Trigger.Request()).success
+        stamps = [500.0 + 0.1 * i for i in range(FRAMES)]
+        for i in range(6):
+            pubs.tf.publish(TFMessage(transforms=[
+                _transform(stamps[i], 'odom', 'base_link',
+                           _true_odom(poses[i]) @ np.linalg.inv(T_base_cam))]))
+        live.wait_for(lambda: live.node._live_tf.lookup('odom', 'cam', stamps[5]).state ==
+                      'ok', 10, 'TF received')
+        _feed(live, 500.0)
+        live.wait_for(lambda: round(stamps[8], 6) in _outputs(live, 'points'), 10, 'points')
+        points = _outputs(live, 'points')
+        values = _diag(live)
+        assert values['metric_state'] == 'lost'
+        assert int(values['metric_fault_odometry_stale']) >= 2
+        # Aligned on the frames with TF; after the TF stopped the alignment is held and said
+        # so: every point message is in odom, the later frames too.
+        assert {m.header.frame_id for m in points.values()} == {'odom'}
+        assert round(stamps[8], 6) in points and round(stamps[0], 6) not in points
+        status = live.msgs('/diagnostics')[-1].status[0]
+        assert status.level == DiagnosticStatus.WARN and 'metric lost' in status.message
+        assert live.node.worker.alive and live.node.worker.error is None
     finally:
         live.close()
 
