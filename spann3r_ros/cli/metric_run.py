@@ -231,6 +231,7 @@ def run_metric(bag_path: Path, cfg: NodeConfig, topics: MetricTopics, session: A
                 worker.process(frame)
                 if fed == EARLY_CHECK_FRAMES:
                     inputs.check_connected(*last)
+                    truth.check_tf()
     if 0 < fed < EARLY_CHECK_FRAMES:
         inputs.check_connected(*last)
     truth.check_tf()

@@ -20,6 +20,7 @@ from spann3r_model.evaluation.gt_views import GroundTruthView
 from spann3r_model.geometry.camera import backproject
 from spann3r_ros.bags.tf_buffer import TfBuffer, TfLookupError
 from spann3r_ros.formats.message_fields import matrix_from
+from spann3r_ros.pipeline.metric_inputs import stamp_seconds
 from spann3r_ros.pipeline.pose_buffer import PoseBuffer
 
 #: Colour or depth images waiting for their partner.
@@ -96,8 +97,7 @@ class TruthCollector:
                 T = matrix_from(t.transform.translation, t.transform.rotation)
             except ValueError:
                 continue  # the node drops and counts it; the truth is read from the rest
-            stamp = t.header.stamp.sec + t.header.stamp.nanosec * 1e-9
-            self.tf.add(t.header.frame_id, t.child_frame_id, stamp, T, static)
+            self.tf.add(t.header.frame_id, t.child_frame_id, stamp_seconds(t.header), T, static)
 
     def check_tf(self) -> None:
         """Refuse a TF chain that never connects.
